@@ -1,0 +1,219 @@
+//! Liveness, readiness (Postgres, RabbitMQ, relay, projector) and the Prometheus endpoint.
+
+use std::time::Duration;
+
+use poem_openapi::payload::{Json, PlainText};
+use poem_openapi::{ApiResponse, OpenApi};
+
+use super::models::{DependencyCheck, Liveness, Readiness};
+use super::{ApiTags, AppState};
+use crate::broker;
+use crate::relay::LEADER_LOCK;
+use crate::state::{ProjectorRole, RelayRole};
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+const RELAY_LEADER_EXISTS: &str = "\
+SELECT EXISTS (SELECT 1 FROM pg_locks
+                WHERE locktype = 'advisory' AND granted AND objsubid = 2
+                  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                  AND classid::int = $1 AND objid::int = $2)";
+
+#[derive(ApiResponse)]
+pub enum ReadyResponse {
+    /// Every dependency is up.
+    #[oai(status = 200)]
+    Ready(Json<Readiness>),
+    /// At least one dependency is down (see `checks`).
+    #[oai(status = 503)]
+    NotReady(Json<Readiness>),
+}
+
+#[derive(ApiResponse)]
+pub enum MetricsResponse {
+    /// OpenMetrics text.
+    #[oai(
+        status = 200,
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    )]
+    Ok(PlainText<String>),
+}
+
+/// Health and metrics.
+pub struct HealthApi {
+    pub state: AppState,
+}
+
+fn check(name: &str, result: Result<String, String>) -> DependencyCheck {
+    match result {
+        Ok(detail) => DependencyCheck {
+            name: name.to_owned(),
+            status: "up".to_owned(),
+            detail,
+        },
+        Err(detail) => DependencyCheck {
+            name: name.to_owned(),
+            status: "down".to_owned(),
+            detail,
+        },
+    }
+}
+
+async fn timed<T, E: std::fmt::Display>(
+    f: impl Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(CHECK_TIMEOUT, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} s", CHECK_TIMEOUT.as_secs())),
+    }
+}
+
+impl HealthApi {
+    async fn postgres(&self) -> Result<bool, String> {
+        let pool = self.state.store.pool();
+        timed(async {
+            let client = pool.get().await.map_err(|e| e.to_string())?;
+            let row = client
+                .query_one(RELAY_LEADER_EXISTS, &[&LEADER_LOCK.0, &LEADER_LOCK.1])
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<bool, String>(row.get(0))
+        })
+        .await
+    }
+
+    async fn projector_consumers(&self) -> Result<u32, String> {
+        let mut slot = self.state.broker.lock().await;
+        if slot
+            .as_ref()
+            .is_none_or(|(c, ch)| !c.status().connected() || !ch.status().connected())
+        {
+            *slot = None;
+            let connection = timed(broker::connect(&self.state.amqp_url, "waitroom-api")).await?;
+            let channel = timed(connection.create_channel()).await?;
+            timed(broker::declare_topology(&channel, &self.state.names)).await?;
+            *slot = Some((connection, channel));
+        }
+        let (_, channel) = slot.as_ref().ok_or("not connected")?;
+        let count = timed(broker::consumer_count(channel, &self.state.names)).await;
+        if count.is_err() {
+            // A failed passive declare closes the channel; reconnect next time.
+            *slot = None;
+        }
+        count
+    }
+}
+
+#[OpenApi]
+impl HealthApi {
+    /// Liveness: the process is up and serving.
+    #[oai(
+        path = "/health",
+        method = "get",
+        operation_id = "getLiveness",
+        tag = "ApiTags::Health"
+    )]
+    async fn health(&self) -> Json<Liveness> {
+        Json(Liveness {
+            status: "ok".to_owned(),
+        })
+    }
+
+    /// Readiness: Postgres and RabbitMQ answer, a relay leads, and a projector consumes.
+    #[oai(
+        path = "/health/ready",
+        method = "get",
+        operation_id = "getReadiness",
+        tag = "ApiTags::Health"
+    )]
+    async fn ready(&self) -> ReadyResponse {
+        let (pg, consumers) = tokio::join!(self.postgres(), self.projector_consumers());
+        let live = &self.state.live;
+        let relay = live.relay();
+        let projector = live.projector();
+        let relay_check = match (&pg, relay.role) {
+            (_, RelayRole::Leader) => Ok("leader in this process".to_owned()),
+            (Ok(true), _) => Ok("a leader holds the relay lock".to_owned()),
+            (Ok(false), RelayRole::Standby) => {
+                Err("this process is waiting for the relay lock".to_owned())
+            }
+            (Ok(false), _) => {
+                Err("no relay holds the leader lock; start `waitroom relay`".to_owned())
+            }
+            (Err(_), _) => Err("unknown: PostgreSQL is down".to_owned()),
+        };
+        let relay_check = relay_check.map_err(|e| match &relay.last_error {
+            Some(last) => format!("{e} (last error: {last})"),
+            None => e,
+        });
+        let projector_check = match (&consumers, projector.role) {
+            (Ok(n), _) if *n > 0 => Ok(format!("{n} consumer(s) on {}", self.state.names.queue)),
+            (Ok(_), ProjectorRole::Off) => {
+                Err("no projector consumes; start `waitroom project`".to_owned())
+            }
+            (Ok(_), role) => Err(format!(
+                "projector in this process is {role:?}{}",
+                projector
+                    .last_error
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            )),
+            (Err(_), _) => Err("unknown: RabbitMQ is down".to_owned()),
+        };
+        let checks = vec![
+            check(
+                "postgres",
+                pg.as_ref()
+                    .map(|_| "connected".to_owned())
+                    .map_err(Clone::clone),
+            ),
+            check(
+                "rabbitmq",
+                consumers
+                    .as_ref()
+                    .map(|_| "connected".to_owned())
+                    .map_err(Clone::clone),
+            ),
+            check("relay", relay_check),
+            check("projector", projector_check),
+        ];
+        let ready = checks.iter().all(|c| c.status == "up");
+        let body = Readiness {
+            status: if ready { "ready" } else { "not_ready" }.to_owned(),
+            checks,
+        };
+        if ready {
+            ReadyResponse::Ready(Json(body))
+        } else {
+            ReadyResponse::NotReady(Json(body))
+        }
+    }
+
+    /// Prometheus / OpenMetrics metrics. Outbox gauges are refreshed on each scrape.
+    #[oai(
+        path = "/metrics",
+        method = "get",
+        operation_id = "getMetrics",
+        tag = "ApiTags::Health"
+    )]
+    async fn metrics(&self) -> MetricsResponse {
+        let m = &self.state.metrics;
+        if let Ok(b) = crate::lag::outbox_backlog(self.state.store.pool()).await {
+            m.outbox_pending.set(b.count);
+            m.outbox_oldest_pending_age
+                .set(b.oldest_age_ms.unwrap_or(0.0) / 1000.0);
+            m.outbox_failed.set(b.failed);
+        }
+        if let Ok(health) =
+            crate::projector::views::projection_health(self.state.store.pool()).await
+        {
+            for h in health {
+                m.parked_streams
+                    .get_or_create(&crate::telemetry::ProjectionLabel::new(&h.name))
+                    .set(h.parked.len() as i64);
+            }
+        }
+        MetricsResponse::Ok(PlainText(m.encode()))
+    }
+}

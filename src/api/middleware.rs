@@ -1,0 +1,135 @@
+//! The outermost layer: correlation ids in and out, problem+json for every error
+//! (including poem's own 404/405), and HTTP metrics.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use poem::http::{HeaderValue, StatusCode, header};
+use poem::{Endpoint, IntoResponse, Request, Response};
+
+use super::problem::Problem;
+use crate::telemetry::{HttpLabels, Metrics, RouteLabels};
+
+/// Header carrying the correlation id.
+pub const CORRELATION_HEADER: &str = "X-Correlation-Id";
+/// Optional header naming who issued a command (stored as the events' actor).
+pub const ACTOR_HEADER: &str = "X-Actor";
+const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Per-request facts the handlers need, put in the request extensions here.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// The caller's `X-Correlation-Id` when valid, else a new UUID.
+    pub correlation_id: String,
+    /// The caller's `X-Actor` when valid, else `api`.
+    pub actor: String,
+}
+
+/// Printable ASCII, 1–128 characters: safe to echo in a header, store and send over AMQP.
+fn header_token(req: &Request, name: &str) -> Option<String> {
+    let value = req.headers().get(name)?.to_str().ok()?.trim();
+    let ok = (1..=128).contains(&value.len())
+        && value.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+    ok.then(|| value.to_owned())
+}
+
+/// Wraps the API.
+pub async fn around<E: Endpoint>(
+    ep: Arc<E>,
+    mut req: Request,
+    metrics: Arc<Metrics>,
+) -> poem::Result<Response> {
+    let started = Instant::now();
+    let correlation_id =
+        header_token(&req, CORRELATION_HEADER).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let actor = header_token(&req, ACTOR_HEADER).unwrap_or_else(|| "api".to_owned());
+    let method = req.method().to_string();
+    req.extensions_mut().insert(RequestContext {
+        correlation_id: correlation_id.clone(),
+        actor,
+    });
+    let response = match ep.call(req).await {
+        Ok(r) => r.into_response(),
+        Err(e) => e.into_response(),
+    };
+    let route = response
+        .data::<poem_openapi::OperationId>()
+        .map(|id| id.0.to_owned())
+        .unwrap_or_else(|| "other".to_owned());
+    // Documented JSON error bodies (readiness, projection health) stay as they are.
+    let json_body = response
+        .content_type()
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    let mut response = if response.status().as_u16() >= 400 && !json_body {
+        as_problem(response, &correlation_id).await
+    } else {
+        response
+    };
+    if let Ok(value) = HeaderValue::from_str(&correlation_id) {
+        response.headers_mut().insert(CORRELATION_HEADER, value);
+    }
+    metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            method: method.clone(),
+            route: route.clone(),
+            status: response.status().as_u16(),
+        })
+        .inc();
+    metrics
+        .http_duration
+        .get_or_create(&RouteLabels { method, route })
+        .observe(started.elapsed().as_secs_f64());
+    Ok(response)
+}
+
+/// Makes an error response problem+json carrying the correlation id.
+async fn as_problem(mut response: Response, correlation_id: &str) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .content_type()
+        .is_some_and(|ct| ct.starts_with(PROBLEM_JSON));
+    let body = response.take_body().into_bytes().await.unwrap_or_default();
+    let mut problem = if is_problem {
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default()
+    } else {
+        let text = String::from_utf8_lossy(&body).trim().to_owned();
+        let detail = if text.is_empty() {
+            status.canonical_reason().unwrap_or("error").to_owned()
+        } else {
+            text
+        };
+        let (slug, title) = generic(status);
+        let p = Problem::new(status.as_u16(), slug, title, detail);
+        serde_json::json!({
+            "type": p.problem_type,
+            "title": p.title,
+            "status": p.status,
+            "detail": p.detail,
+        })
+    };
+    if let Some(obj) = problem.as_object_mut() {
+        obj.insert("correlationId".into(), correlation_id.into());
+    }
+    let mut out = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, PROBLEM_JSON)
+        .body(problem.to_string());
+    for (name, value) in response.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+fn generic(status: StatusCode) -> (&'static str, &'static str) {
+    match status {
+        StatusCode::NOT_FOUND => ("not-found", "Not found"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method-not-allowed", "Method not allowed"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported-media-type", "Unsupported media type"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload-too-large", "Payload too large"),
+        s if s.is_client_error() => ("invalid-request", "Invalid request"),
+        _ => ("internal-error", "Internal error"),
+    }
+}

@@ -1,0 +1,148 @@
+//! The HTTP API (`waitroom serve`): poem-openapi endpoints with typed requests and
+//! responses, problem+json errors, correlation ids, idempotency keys, health, metrics,
+//! the OpenAPI document at `/openapi.json` and Swagger UI at `/docs`.
+
+mod health;
+mod middleware;
+mod models;
+mod ops;
+pub(crate) mod problem;
+mod queues;
+
+use std::sync::Arc;
+
+use lapin::{Channel, Connection};
+use poem::listener::TcpAcceptor;
+use poem::{Endpoint, EndpointExt, Route, Server};
+use poem_openapi::{OpenApiService, Tags};
+use tokio::sync::Mutex;
+
+pub use middleware::{ACTOR_HEADER, CORRELATION_HEADER, RequestContext};
+
+use crate::broker::BrokerNames;
+use crate::state::LiveState;
+use crate::store::Store;
+use crate::telemetry::Metrics;
+
+#[derive(Tags)]
+enum ApiTags {
+    /// Waiting queues: commands and read models.
+    Queues,
+    /// Per-event lag tracking.
+    Lag,
+    /// Outbox and projections.
+    Operations,
+    /// Liveness, readiness and metrics.
+    Health,
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub live: Arc<LiveState>,
+    pub amqp_url: String,
+    pub names: BrokerNames,
+    /// A lazily (re)connected channel for readiness checks.
+    broker: Arc<Mutex<Option<(Connection, Channel)>>>,
+}
+
+impl AppState {
+    /// State for the API handlers.
+    pub fn new(
+        store: Store,
+        metrics: Arc<Metrics>,
+        live: Arc<LiveState>,
+        amqp_url: String,
+        names: BrokerNames,
+    ) -> Self {
+        Self {
+            store,
+            metrics,
+            live,
+            amqp_url,
+            names,
+            broker: Arc::default(),
+        }
+    }
+}
+
+type Apis = (queues::QueuesApi, ops::OpsApi, health::HealthApi);
+
+fn service(state: Option<AppState>) -> OpenApiService<Apis, ()> {
+    // The spec does not depend on state; `openapi` builds it without connecting anywhere.
+    let state = state.unwrap_or_else(|| {
+        let db = crate::store::DbConfig::parse("postgres://localhost/waitroom")
+            .expect("static URL parses");
+        let metrics = Arc::new(Metrics::new());
+        AppState::new(
+            Store::new(db.pool(1), metrics.clone()),
+            metrics,
+            Arc::default(),
+            String::new(),
+            BrokerNames::default(),
+        )
+    });
+    OpenApiService::new(
+        (
+            queues::QueuesApi { state: state.clone() },
+            ops::OpsApi { state: state.clone() },
+            health::HealthApi { state },
+        ),
+        "waitroom",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Clinic waiting rooms on an event-sourced Postgres pipeline: commands append events, \
+         a NOTIFY-woken outbox relay publishes them to RabbitMQ, and SQL projections keep the \
+         read models current within milliseconds. Errors are RFC 9457 application/problem+json.",
+    )
+    .license(poem_openapi::LicenseObject::new("MIT"))
+    .extra_request_header::<String, _>(poem_openapi::ExtraHeader::new(CORRELATION_HEADER).description(
+        "Correlation id (1–128 printable ASCII); stored in event metadata and sent as the AMQP \
+         correlation id. A new one is generated when absent or invalid.",
+    ))
+    .extra_request_header::<String, _>(
+        poem_openapi::ExtraHeader::new(ACTOR_HEADER)
+            .description("Who issues the command (1–128 printable ASCII), stored as the events' actor; default `api`."),
+    )
+    .extra_response_header::<String, _>(
+        poem_openapi::ExtraHeader::new(CORRELATION_HEADER).description("The request's correlation id."),
+    )
+}
+
+/// The OpenAPI document as pretty JSON (what `waitroom openapi` prints and `openapi/waitroom.json` holds).
+pub fn spec() -> String {
+    service(None).spec()
+}
+
+/// The whole HTTP app: API, `/openapi.json`, `/docs`, wrapped in the correlation/problem middleware.
+pub fn app(state: AppState) -> impl Endpoint {
+    let metrics = state.metrics.clone();
+    let service = service(Some(state));
+    let spec = service.spec_endpoint();
+    let docs = service.swagger_ui();
+    Route::new()
+        .nest("/", service)
+        .at("/openapi.json", spec)
+        .nest("/docs", docs)
+        .around(move |ep, req| middleware::around(ep, req, metrics.clone()))
+}
+
+/// Serves `app` on an already-bound listener until `shutdown` resolves, then drains
+/// in-flight requests for at most 10 s.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let acceptor = TcpAcceptor::from_tokio(listener)?;
+    Server::new_with_acceptor(acceptor)
+        .run_with_graceful_shutdown(
+            app(state),
+            shutdown,
+            Some(std::time::Duration::from_secs(10)),
+        )
+        .await
+}

@@ -1,0 +1,208 @@
+//! Wiring: build the roles a subcommand asks for (checking every dependency first, so a
+//! missing service is one clear line), run them until shutdown, stop them cleanly.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::broker::{self, BrokerNames, BrokerUnreachable};
+use crate::config::Settings;
+use crate::projector::Projector;
+use crate::relay::Relay;
+use crate::state::LiveState;
+use crate::store::{self, ConnectError, DbConfig, Store};
+use crate::telemetry::Metrics;
+
+/// How long running roles get to finish their batch after a shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+
+/// Which roles run in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub api: bool,
+    pub relay: bool,
+    pub projector: bool,
+}
+
+impl Roles {
+    /// API + relay + projector.
+    pub const ALL: Roles = Roles {
+        api: true,
+        relay: true,
+        projector: true,
+    };
+    /// Only the API.
+    pub const API: Roles = Roles {
+        api: true,
+        relay: false,
+        projector: false,
+    };
+    /// Only the relay.
+    pub const RELAY: Roles = Roles {
+        api: false,
+        relay: true,
+        projector: false,
+    };
+    /// Only the projector.
+    pub const PROJECTOR: Roles = Roles {
+        api: false,
+        relay: false,
+        projector: true,
+    };
+}
+
+/// Why the process could not start; each is one line for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Database(#[from] ConnectError),
+    #[error(transparent)]
+    Broker(#[from] BrokerUnreachable),
+    #[error("cannot declare RabbitMQ exchanges and queues: {0}")]
+    Topology(#[from] lapin::Error),
+    #[error("cannot listen on {addr}: {source} (set HTTP_ADDR or --http-addr to a free address)")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Connects to Postgres (creating the database when missing), applies migrations and
+/// returns a checked pool.
+pub async fn connect_database(
+    settings: &Settings,
+) -> Result<(DbConfig, deadpool_postgres::Pool), ConnectError> {
+    let db = DbConfig::parse(&settings.database_url)?;
+    db.ensure_database().await?;
+    store::migrate::run(&db).await?;
+    let pool = db.pool(usize::from(settings.database_pool_size));
+    db.check(&pool).await?;
+    Ok((db, pool))
+}
+
+/// Connects to RabbitMQ and declares the topology, then disconnects.
+pub async fn check_broker(settings: &Settings, names: &BrokerNames) -> Result<(), StartupError> {
+    let connection = broker::connect(&settings.amqp_url, "waitroom-startup").await?;
+    let channel = connection.create_channel().await?;
+    broker::declare_topology(&channel, names).await?;
+    let _ = connection.close(200, "startup check done".into()).await;
+    Ok(())
+}
+
+/// A built, not yet running, set of roles.
+pub struct Application {
+    roles: Roles,
+    store: Store,
+    db: DbConfig,
+    settings: Settings,
+    names: BrokerNames,
+    metrics: Arc<Metrics>,
+    live: Arc<LiveState>,
+    listener: Option<tokio::net::TcpListener>,
+}
+
+impl Application {
+    /// Checks Postgres and RabbitMQ, applies migrations, and binds the HTTP port when the API runs.
+    pub async fn build(settings: Settings, roles: Roles) -> Result<Self, StartupError> {
+        let names = BrokerNames::with_suffix(&settings.broker_suffix);
+        let (db, pool) = connect_database(&settings).await?;
+        check_broker(&settings, &names).await?;
+        let listener = if roles.api {
+            let addr = settings.http_addr;
+            Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartupError::Bind { addr, source })?,
+            )
+        } else {
+            None
+        };
+        let metrics = Arc::new(Metrics::new());
+        Ok(Self {
+            roles,
+            store: Store::new(pool, metrics.clone()),
+            db,
+            settings,
+            names,
+            metrics,
+            live: Arc::new(LiveState::default()),
+            listener,
+        })
+    }
+
+    /// The bound HTTP address, when the API runs.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The process's live state.
+    pub fn live(&self) -> Arc<LiveState> {
+        self.live.clone()
+    }
+
+    /// The event store.
+    pub fn store(&self) -> Store {
+        self.store.clone()
+    }
+
+    /// Runs the roles until `shutdown` is cancelled, then waits (bounded) for them to stop.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) {
+        let mut tasks = tokio::task::JoinSet::new();
+        let pool = self.store.pool().clone();
+        if self.roles.relay {
+            let relay = Relay::new(
+                pool.clone(),
+                self.db.clone(),
+                self.settings.amqp_url.clone(),
+                self.names.clone(),
+                self.metrics.clone(),
+                self.live.clone(),
+            );
+            tasks.spawn(relay.run(shutdown.clone()));
+        }
+        if self.roles.projector {
+            let projector = Projector::new(
+                pool.clone(),
+                self.settings.amqp_url.clone(),
+                self.names.clone(),
+                self.metrics.clone(),
+                self.live.clone(),
+            );
+            tasks.spawn(projector.run(shutdown.clone()));
+        }
+        if let Some(listener) = self.listener {
+            let state = AppState::new(
+                self.store.clone(),
+                self.metrics.clone(),
+                self.live.clone(),
+                self.settings.amqp_url.clone(),
+                self.names.clone(),
+            );
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                if let Err(e) = api::serve(listener, state, stop.cancelled_owned()).await {
+                    tracing::error!(error = %e, "http server failed");
+                }
+                tracing::info!("api: stopped");
+            });
+        }
+        shutdown.cancelled().await;
+        tracing::info!("shutting down");
+        if tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            tracing::warn!(
+                "roles did not stop within {} s; aborting them",
+                SHUTDOWN_GRACE.as_secs()
+            );
+            tasks.abort_all();
+        }
+        self.store.pool().close();
+    }
+}

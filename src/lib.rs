@@ -1,0 +1,30 @@
+//! waitroom: a Postgres-native event pipeline for clinic waiting rooms.
+//!
+//! Data flows one way, one module per stage:
+//!
+//! - [`domain`]: the queue aggregate: commands, events, rules. Pure and synchronous.
+//! - [`store`]: appends a command's events with their outbox rows, lag "created" facts,
+//!   stream snapshot and idempotency record in one transaction; migrations.
+//! - [`relay`]: outbox → RabbitMQ. LISTEN/NOTIFY wake-ups, commit-safe claims, publisher
+//!   confirms, one advisory-lock leader.
+//! - [`projector`]: RabbitMQ → read models through SQL functions, per-stream checkpoints,
+//!   gap healing from the store, parking, rebuild.
+//! - [`lag`]: per-event lag statistics, slowest events, lifecycles.
+//! - [`api`]: poem-openapi HTTP API with problem+json errors.
+//! - [`telemetry`]: logs and Prometheus metrics; [`state`]: live process state.
+//! - [`broker`]: RabbitMQ names and topology; [`app`]: wiring of roles; [`config`]: CLI.
+//!
+//! Postgres is the source of truth; RabbitMQ is the fast path. See `ARCHITECTURE.md`
+//! for the invariants and the README for how to run it.
+
+pub mod api;
+pub mod app;
+pub mod broker;
+pub mod config;
+pub mod domain;
+pub mod lag;
+pub mod projector;
+pub mod relay;
+pub mod state;
+pub mod store;
+pub mod telemetry;

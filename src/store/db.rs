@@ -1,0 +1,162 @@
+//! Connecting to Postgres: the pool, creating the database when it is missing, and
+//! turning "cannot connect" into one line that says what, where and how to fix it.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::{Config, NoTls};
+
+/// Why the database could not be reached or prepared at start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The URL does not parse.
+    #[error("DATABASE_URL is invalid: {0}")]
+    InvalidUrl(String),
+    /// Nothing answered, or the server refused us.
+    #[error(
+        "cannot connect to PostgreSQL at {target}: {reason}. Start it with `scripts/services.sh` \
+         (or `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`), or set DATABASE_URL"
+    )]
+    Unreachable { target: String, reason: String },
+    /// Connected, but preparing the database failed.
+    #[error("PostgreSQL at {target}: {reason}")]
+    Setup { target: String, reason: String },
+}
+
+/// Parsed connection settings plus a printable, password-free description.
+#[derive(Clone)]
+pub struct DbConfig {
+    config: Config,
+    dbname: String,
+}
+
+impl DbConfig {
+    /// Parses a `postgres://` URL; the database defaults to `waitroom`.
+    pub fn parse(url: &str) -> Result<Self, ConnectError> {
+        let mut config =
+            Config::from_str(url).map_err(|e| ConnectError::InvalidUrl(e.to_string()))?;
+        let dbname = config.get_dbname().unwrap_or("waitroom").to_owned();
+        config.dbname(&dbname);
+        if config.get_user().is_none() {
+            config.user("postgres");
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("waitroom");
+        }
+        config.connect_timeout(Duration::from_secs(5));
+        Ok(Self { config, dbname })
+    }
+
+    /// The database name.
+    pub fn dbname(&self) -> &str {
+        &self.dbname
+    }
+
+    /// The underlying tokio-postgres config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// `host:port/dbname`, for messages (never the password).
+    pub fn target(&self) -> String {
+        let host = match self.config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            #[cfg(unix)]
+            Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".to_owned(),
+        };
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        format!("{host}:{port}/{}", self.dbname)
+    }
+
+    /// A single connection, its driver spawned onto the runtime.
+    pub async fn connect(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, connection) = self.config.connect(NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "postgres connection closed");
+            }
+        });
+        Ok(client)
+    }
+
+    fn unreachable(&self, error: &tokio_postgres::Error) -> ConnectError {
+        let reason = match error.as_db_error() {
+            Some(db) => db.message().to_owned(),
+            None => std::error::Error::source(error)
+                .map(ToString::to_string)
+                .unwrap_or_else(|| error.to_string()),
+        };
+        ConnectError::Unreachable {
+            target: self.target(),
+            reason,
+        }
+    }
+
+    /// Creates the database when it does not exist (connecting to `postgres` to do so).
+    pub async fn ensure_database(&self) -> Result<(), ConnectError> {
+        match self.connect().await {
+            Ok(_) => return Ok(()),
+            Err(e) if !is_missing_database(&e) => return Err(self.unreachable(&e)),
+            Err(_) => {}
+        }
+        let mut admin = self.config.clone();
+        admin.dbname("postgres");
+        let (client, connection) = admin
+            .connect(NoTls)
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        tokio::spawn(connection);
+        // Identifiers cannot be bound as parameters; quote it as Postgres would.
+        let create = format!("CREATE DATABASE \"{}\"", self.dbname.replace('"', "\"\""));
+        match client.batch_execute(&create).await {
+            Ok(()) => {
+                tracing::info!(database = %self.dbname, "created database");
+                Ok(())
+            }
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {
+                Ok(())
+            }
+            Err(e) => Err(ConnectError::Setup {
+                target: self.target(),
+                reason: format!("cannot create database: {e}"),
+            }),
+        }
+    }
+
+    /// A connection pool of at most `size` connections.
+    pub fn pool(&self, size: usize) -> Pool {
+        let manager = Manager::from_config(
+            self.config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        Pool::builder(manager)
+            .max_size(size)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .expect("a pool with a runtime and a manager always builds")
+    }
+
+    /// Checks that the pool can hand out a working connection, for startup errors.
+    pub async fn check(&self, pool: &Pool) -> Result<(), ConnectError> {
+        let client = pool.get().await.map_err(|e| ConnectError::Unreachable {
+            target: self.target(),
+            reason: e.to_string(),
+        })?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        Ok(())
+    }
+}
+
+fn is_missing_database(error: &tokio_postgres::Error) -> bool {
+    error.code() == Some(&tokio_postgres::error::SqlState::INVALID_CATALOG_NAME)
+}

@@ -1,0 +1,59 @@
+//! Errors of the store. Business rejections and infrastructure failures never share a variant.
+
+use crate::domain::{Rejection, ValidationError};
+
+/// What can go wrong while executing a command or reading the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A business rule said no; nothing was appended.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The command's input was invalid; nothing was appended.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The Idempotency-Key was already used for a different request.
+    #[error("idempotency key {0:?} was already used for a different request")]
+    IdempotencyKeyReused(String),
+    /// Concurrent writers kept winning the race for this stream past the retry bound.
+    #[error("stream {0} stayed contended after {1} attempts")]
+    Contended(String, u32),
+    /// Postgres failed or is unreachable.
+    #[error("database: {0}")]
+    Database(#[from] tokio_postgres::Error),
+    /// No pooled connection could be had.
+    #[error("database pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// A stored row could not be read back (a bug or a manual edit).
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Whether the failure is the database's (503), not the caller's (4xx).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Self::Database(_) | Self::Pool(_) | Self::Contended(..)
+        )
+    }
+
+    /// The unique-violation constraint name, if this is one.
+    pub fn violated_constraint(&self) -> Option<&str> {
+        unique_violation(self.as_db())
+    }
+
+    fn as_db(&self) -> Option<&tokio_postgres::Error> {
+        match self {
+            Self::Database(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// The constraint of a unique violation (SQLSTATE 23505), if `error` is one.
+pub fn unique_violation(error: Option<&tokio_postgres::Error>) -> Option<&str> {
+    let db = error?.as_db_error()?;
+    (db.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+        .then(|| db.constraint())
+        .flatten()
+}

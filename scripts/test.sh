@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Full check: services up, leftovers from earlier test runs removed, then fmt, clippy, tests.
+# Extra arguments go to `cargo test` (e.g. scripts/test.sh store:: -- --nocapture).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { echo "==> $*" >&2; }
+warn() { echo "test.sh: warning: $*" >&2; }
+
+step "services"
+bash scripts/services.sh
+
+DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/waitroom}"
+AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
+
+# Same server and user as DATABASE_URL, but the `postgres` maintenance database
+# (the waitroom database itself may not exist yet). Query parameters are kept.
+admin_db_url() {
+    local url="$1" base query="" authority
+    base="${url%%\?*}"
+    if [[ "$url" == *\?* ]]; then query="?${url#*\?}"; fi
+    authority="${base#*://}"; authority="${authority%%/*}"
+    echo "${base%%://*}://${authority}/postgres${query}"
+}
+
+# Each test creates its own database named waitroom_test_<something> and drops it at the end;
+# a crashed or killed run leaves some behind. Drop them all (FORCE ends stray sessions).
+drop_test_databases() {
+    local admin stmts
+    command -v psql >/dev/null 2>&1 || { warn "psql not found, leftover test databases not dropped"; return 0; }
+    # The tests' server: WAITROOM_TEST_PG (a URL without database), else DATABASE_URL's.
+    if [[ -n "${WAITROOM_TEST_PG:-}" ]]; then admin="${WAITROOM_TEST_PG%/}/postgres"
+    else admin="$(admin_db_url "$DATABASE_URL")"; fi
+    stmts="$(psql "$admin" -Atc "SELECT format('DROP DATABASE IF EXISTS %I WITH (FORCE);', datname)
+                               FROM pg_database WHERE datname LIKE 'waitroom\_test\_%'")" \
+        || { warn "could not list test databases"; return 0; }
+    [[ -n "$stmts" ]] || return 0
+    echo "test.sh: dropping $(wc -l <<<"$stmts") leftover test database(s)" >&2
+    # One statement per line: psql runs each in autocommit (DROP DATABASE refuses a transaction).
+    psql "$admin" -q -v ON_ERROR_STOP=1 <<<"$stmts" || warn "dropping test databases failed"
+}
+
+# Tests name their broker objects <name>.test_<id>; delete leftovers from killed runs.
+# rabbitmqctl has no delete_exchange (rabbitmqadmin needs the management plugin), so
+# exchanges are deleted through `rabbitmqctl eval`. Everything here is best effort.
+delete_test_broker_objects() {
+    local rest host vhost ctl=() names q quoted=""
+    rest="${WAITROOM_TEST_AMQP:-$AMQP_URL}"             # the tests' broker
+    rest="${rest#*://}"; rest="${rest##*@}"
+    if [[ "$rest" == \[* ]]; then host="${rest%%\]*}]"; else host="${rest%%[:/?]*}"; fi
+    case "$host" in 127.0.0.1|localhost|\[::1\]) ;; *) return 0 ;; esac   # local broker only
+    command -v rabbitmqctl >/dev/null 2>&1 || { warn "rabbitmqctl not found, broker leftovers not deleted"; return 0; }
+    if [[ $EUID -eq 0 ]]; then ctl=(rabbitmqctl)
+    elif command -v sudo >/dev/null 2>&1; then ctl=(sudo -n rabbitmqctl)
+    else warn "not root: broker leftovers not deleted"; return 0; fi
+
+    vhost="/"
+    if [[ "$rest" == */* ]]; then
+        vhost="${rest#*/}"; vhost="${vhost%%\?*}"
+        vhost="${vhost//%2[fF]//}"          # %2f -> /
+        [[ -n "$vhost" ]] || vhost="/"
+    fi
+
+    names="$("${ctl[@]}" -q --no-table-headers list_queues -p "$vhost" name 2>/dev/null)" \
+        || { warn "rabbitmqctl list_queues failed"; return 0; }
+    while IFS= read -r q; do
+        [[ "$q" == *.test_* ]] || continue
+        # </dev/null: rabbitmqctl would otherwise swallow the rest of the loop's input.
+        "${ctl[@]}" -q delete_queue -p "$vhost" "$q" </dev/null >/dev/null 2>&1 || warn "could not delete queue $q"
+    done <<<"$names"
+
+    names="$("${ctl[@]}" -q --no-table-headers list_exchanges -p "$vhost" name 2>/dev/null)" \
+        || { warn "rabbitmqctl list_exchanges failed"; return 0; }
+    while IFS= read -r q; do
+        # Only plain names, so they can be quoted into an Erlang binary safely.
+        [[ "$q" == *.test_* && "$q" =~ ^[A-Za-z0-9._:-]+$ ]] || continue
+        quoted+="${quoted:+, }<<\"$q\">>"
+    done <<<"$names"
+    if [[ -n "$quoted" ]]; then
+        "${ctl[@]}" -q eval "[rabbit_exchange:delete(rabbit_misc:r(<<\"$vhost\">>, exchange, N), false, <<\"waitroom-test-cleanup\">>) || N <- [$quoted]]." \
+            >/dev/null 2>&1 || warn "could not delete test exchanges"
+    fi
+}
+
+step "cleaning leftovers of earlier test runs"
+drop_test_databases
+delete_test_broker_objects
+
+step "cargo fmt --check"
+cargo fmt --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+step "cargo test $*"
+cargo test "$@"

@@ -51,6 +51,8 @@ pub struct LiveState {
     pub relay_published: AtomicU64,
     /// Events this process's projector has applied.
     pub projector_applied: AtomicU64,
+    /// Deliveries this process's projector has settled (applied, duplicate or poison).
+    pub projector_deliveries: AtomicU64,
     /// A rebuild is running in this process.
     pub rebuilding: AtomicBool,
 }
@@ -71,6 +73,7 @@ impl Default for LiveState {
             }),
             relay_published: AtomicU64::new(0),
             projector_applied: AtomicU64::new(0),
+            projector_deliveries: AtomicU64::new(0),
             rebuilding: AtomicBool::new(false),
         }
     }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 /// Lag query failures (always infrastructure).
 #[derive(Debug, thiserror::Error)]
 pub enum LagError {
-    #[error("database: {0}")]
+    #[error("database: {}", crate::store::describe(.0))]
     Database(#[from] tokio_postgres::Error),
     #[error("database pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),

@@ -41,7 +41,7 @@ pub enum ProjectorError {
     BrokerUnreachable(#[from] BrokerUnreachable),
     #[error("rabbitmq: {0}")]
     Broker(#[from] lapin::Error),
-    #[error("database: {0}")]
+    #[error("database: {}", crate::store::describe(.0))]
     Database(#[from] tokio_postgres::Error),
     #[error("database pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
@@ -151,6 +151,7 @@ impl Projector {
         channel: &lapin::Channel,
         batch: Vec<Delivery>,
     ) -> Result<(), ProjectorError> {
+        let settled = batch.len() as u64;
         let mut items = Vec::with_capacity(batch.len());
         let mut last_tag = None;
         for delivery in &batch {
@@ -168,6 +169,9 @@ impl Projector {
             }
         }
         let Some(last_tag) = last_tag else {
+            self.live
+                .projector_deliveries
+                .fetch_add(settled, std::sync::atomic::Ordering::Relaxed);
             return Ok(());
         };
         match apply_batch(&self.pool, WAITING_ROOM, &items).await {
@@ -176,6 +180,9 @@ impl Projector {
                 channel
                     .basic_ack(last_tag, BasicAckOptions { multiple: true })
                     .await?;
+                self.live
+                    .projector_deliveries
+                    .fetch_add(settled, std::sync::atomic::Ordering::Relaxed);
                 Ok(())
             }
             Err(e) => {

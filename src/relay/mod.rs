@@ -37,7 +37,7 @@ pub enum RelayError {
     BrokerUnreachable(#[from] BrokerUnreachable),
     #[error("rabbitmq: {0}")]
     Broker(#[from] lapin::Error),
-    #[error("database: {0}")]
+    #[error("database: {}", crate::store::describe(.0))]
     Database(#[from] tokio_postgres::Error),
     #[error("database pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),

@@ -33,11 +33,16 @@ WITH pub AS (
      WHERE global_position = ANY($1) AND published_at IS NULL
     RETURNING event_id
 ), lag AS (
+    -- SKIP LOCKED: a row locked here is one the projector is processing right now; it sets
+    -- event_published_at itself when still empty. Waiting instead would deadlock (the two
+    -- lock rows in different orders).
     UPDATE event_processing_lag l
        SET event_published_at = coalesce(l.event_published_at, clock_timestamp()),
            status = CASE WHEN l.status = 'CREATED' THEN 'PUBLISHED' ELSE l.status END
-      FROM pub
-     WHERE l.event_id = pub.event_id
+      FROM (SELECT event_id FROM event_processing_lag
+             WHERE event_id IN (SELECT event_id FROM pub)
+             ORDER BY event_id FOR UPDATE SKIP LOCKED) free
+     WHERE l.event_id = free.event_id
     RETURNING l.outbox_dispatch_duration_ms
 ), busy AS (
     UPDATE relay_state SET waiting = false, updated_at = clock_timestamp() WHERE waiting

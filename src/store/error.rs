@@ -18,7 +18,7 @@ pub enum StoreError {
     #[error("stream {0} stayed contended after {1} attempts")]
     Contended(String, u32),
     /// Postgres failed or is unreachable.
-    #[error("database: {0}")]
+    #[error("database: {}", describe(.0))]
     Database(#[from] tokio_postgres::Error),
     /// No pooled connection could be had.
     #[error("database pool: {0}")]
@@ -56,4 +56,15 @@ pub fn unique_violation(error: Option<&tokio_postgres::Error>) -> Option<&str> {
     (db.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
         .then(|| db.constraint())
         .flatten()
+}
+
+/// A tokio-postgres error with the server's message (its Display alone says only "db error").
+pub fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} ({}): {}", db.severity(), db.code().code(), db.message()),
+        None => match std::error::Error::source(error) {
+            Some(source) => format!("{error}: {source}"),
+            None => error.to_string(),
+        },
+    }
 }

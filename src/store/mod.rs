@@ -14,7 +14,7 @@ use deadpool_postgres::Pool;
 
 pub use append::{CommandContext, Decided, Executed, IdempotencyRequest, NewEvent};
 pub use db::{ConnectError, DbConfig};
-pub use error::{StoreError, unique_violation};
+pub use error::{StoreError, describe, unique_violation};
 pub use events::{ENVELOPE_COLUMNS, Envelope};
 
 use crate::telemetry::Metrics;

@@ -1,0 +1,231 @@
+//! The relay: at-least-once publishing (a crash between publish and mark re-publishes,
+//! the projector applies once), one leader with standby takeover, dead rows healed.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use waitroom::app::Roles;
+use waitroom::relay::{Publisher, Relay, claim};
+use waitroom::state::{LiveState, RelayRole};
+use waitroom::store::DbConfig;
+use waitroom::telemetry::Metrics;
+
+use crate::helpers::{TestApp, isolated_settings, wait_until};
+
+const API_AND_PROJECTOR: Roles = Roles {
+    api: true,
+    relay: false,
+    projector: true,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_between_publish_and_mark_redelivers_and_the_event_is_applied_once() {
+    let mut app = TestApp::spawn_with(isolated_settings(), API_AND_PROJECTOR).await;
+    app.create_queue("q", 5).await;
+    assert_eq!(app.check_in("q", "p1", "Low").await.status(), 201);
+
+    // A relay's first half: claim and publish with confirms, then "crash" before marking.
+    let publisher = Publisher::connect(&app.settings.amqp_url, &app.names)
+        .await
+        .unwrap();
+    let client = app.pool.get().await.unwrap();
+    let batch = claim(&client, 100).await.unwrap();
+    assert_eq!(batch.len(), 2);
+    let acked = publisher.publish(&batch).await.unwrap();
+    assert_eq!(acked, vec![true, true]);
+    drop(publisher);
+    drop(client);
+
+    // The projector applied both; the outbox still says unpublished.
+    app.wait_all_processed(Duration::from_secs(10)).await;
+    let unpublished: i64 = app
+        .scalar("SELECT count(*) FROM waiting_room_outbox WHERE published_at IS NULL")
+        .await;
+    assert_eq!(unpublished, 2);
+
+    // A new relay publishes them again and marks them.
+    let relay = app.spawn_roles(Roles::RELAY).await;
+    wait_until(
+        Duration::from_secs(10),
+        "outbox marked published",
+        || async {
+            app.scalar::<i64>("SELECT count(*) FROM waiting_room_outbox WHERE published_at IS NULL")
+                .await
+                == 0
+        },
+    )
+    .await;
+    let live = app.live();
+    wait_until(Duration::from_secs(10), "duplicates delivered", || async {
+        live.projector_deliveries.load(Ordering::Relaxed) >= 4
+    })
+    .await;
+
+    // Four deliveries, two applications.
+    assert_eq!(live.projector_deliveries.load(Ordering::Relaxed), 4);
+    assert_eq!(live.projector_applied.load(Ordering::Relaxed), 2);
+    let (last, applied): (i32, i64) = {
+        let c = app.pool.get().await.unwrap();
+        let r = c
+            .query_one(
+                "SELECT last_version, events_applied FROM projection_checkpoints WHERE stream_id = 'q'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((last, applied), (2, 2));
+    let patients: i64 = app
+        .scalar("SELECT count(*) FROM waiting_patients_view")
+        .await;
+    assert_eq!(patients, 1);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_one_relay_leads_and_a_standby_takes_over_when_the_leader_stops() {
+    let mut app = TestApp::spawn_with(isolated_settings(), API_AND_PROJECTOR).await;
+    let first = app.spawn_roles(Roles::RELAY).await;
+    let second = app.spawn_roles(Roles::RELAY).await;
+    let leaders = |a: &Arc<LiveState>, b: &Arc<LiveState>| {
+        [a, b]
+            .iter()
+            .filter(|l| l.relay().role == RelayRole::Leader)
+            .count()
+    };
+    wait_until(Duration::from_secs(10), "a leader", || async {
+        leaders(&first.live, &second.live) == 1
+    })
+    .await;
+    // Still exactly one a moment later.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(leaders(&first.live, &second.live), 1);
+
+    app.create_queue("q", 5).await;
+    app.wait_all_processed(Duration::from_secs(10)).await;
+
+    let (leader, standby) = if first.live.relay().role == RelayRole::Leader {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    assert_eq!(standby.live.relay().role, RelayRole::Standby);
+    leader.stop().await;
+    wait_until(Duration::from_secs(10), "the standby leads", || async {
+        standby.live.relay().role == RelayRole::Leader
+    })
+    .await;
+    assert_eq!(app.check_in("q", "p1", "Urgent").await.status(), 201);
+    app.wait_all_processed(Duration::from_secs(10)).await;
+    assert!(standby.live.relay_published.load(Ordering::Relaxed) >= 1);
+    standby.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_outbox_row_is_healed_by_the_projector_from_the_event_store() {
+    let mut app = TestApp::spawn_with(isolated_settings(), API_AND_PROJECTOR).await;
+    app.create_queue("q", 5).await;
+    assert_eq!(app.check_in("q", "p1", "Low").await.status(), 201);
+    assert_eq!(app.check_in("q", "p2", "High").await.status(), 201);
+    // The relay gave up on version 2 (e.g. the broker refused it ten times).
+    let client = app.pool.get().await.unwrap();
+    client
+        .execute(
+            "UPDATE waiting_room_outbox SET failed_at = now(), attempts = 10, last_error = 'test' \
+             WHERE event_id = (SELECT event_id FROM waiting_room_events WHERE stream_id = 'q' AND version = 2)",
+            &[],
+        )
+        .await
+        .unwrap();
+
+    let relay = app.spawn_roles(Roles::RELAY).await;
+    app.wait_all_processed(Duration::from_secs(10)).await;
+    let row = client
+        .query_one(
+            "SELECT last_version, events_applied FROM projection_checkpoints WHERE stream_id = 'q'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i32>(0), row.get::<_, i64>(1)), (3, 3));
+    let positions = client
+        .query(
+            "SELECT patient_id, position_in_queue FROM waiting_patients_view WHERE queue_id = 'q' ORDER BY position_in_queue",
+            &[],
+        )
+        .await
+        .unwrap();
+    let positions: Vec<(String, i32)> = positions.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(positions, vec![("p2".to_owned(), 1), ("p1".to_owned(), 2)]);
+    let outbox = crate::helpers::body(app.get("/api/outbox/pending").await).await;
+    assert_eq!(outbox["failed"], 1);
+    assert_eq!(outbox["count"], 0);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_batch_claims_only_committed_rows_and_reports_what_it_did() {
+    let app = TestApp::spawn_with(isolated_settings(), API_AND_PROJECTOR).await;
+    app.create_queue("q", 5).await;
+    let metrics = Arc::new(Metrics::new());
+    let live = Arc::new(LiveState::default());
+    let relay = Relay::new(
+        app.pool.clone(),
+        DbConfig::parse(&app.settings.database_url).unwrap(),
+        app.settings.amqp_url.clone(),
+        app.names.clone(),
+        metrics.clone(),
+        live,
+    );
+    let publisher = Publisher::connect(&app.settings.amqp_url, &app.names)
+        .await
+        .unwrap();
+
+    // Publish the queue creation (other tests' transactions may hold the barrier briefly).
+    let mut published = 0;
+    for _ in 0..500 {
+        published += relay.publish_batch(&publisher).await.unwrap().published;
+        if published == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(published, 1);
+
+    // An in-flight transaction holds back every row committed after it began.
+    let mut blocker = app.pool.get().await.unwrap();
+    let tx = blocker.transaction().await.unwrap();
+    tx.execute("SELECT pg_current_xact_id()", &[])
+        .await
+        .unwrap();
+    assert_eq!(app.check_in("q", "p1", "Low").await.status(), 201);
+    let outcome = relay.publish_batch(&publisher).await.unwrap();
+    assert_eq!(
+        outcome.claimed, 0,
+        "a row committed after an in-flight transaction began must wait"
+    );
+    tx.rollback().await.unwrap();
+
+    let mut outcome = Default::default();
+    for _ in 0..500 {
+        outcome = relay.publish_batch(&publisher).await.unwrap();
+        if outcome.claimed > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        (outcome.claimed, outcome.published, outcome.refused),
+        (1, 1, 0)
+    );
+    let outcome = relay.publish_batch(&publisher).await.unwrap();
+    assert_eq!(outcome.claimed, 0);
+    assert!(
+        metrics
+            .encode()
+            .contains("waitroom_events_published_total{event_type=\"PatientCheckedIn\"} 1")
+    );
+    app.wait_all_processed(Duration::from_secs(10)).await;
+}

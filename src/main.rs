@@ -1,5 +1,6 @@
 //! The `waitroom` binary: parses the command line and wires the roles. Nothing else.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -33,7 +34,9 @@ fn main() -> ExitCode {
     };
     let command = cli.command.unwrap_or(Cmd::Run);
     if command == Cmd::Openapi {
-        println!("{}", waitroom::api::spec());
+        // A closed pipe (`waitroom openapi | head`) is not an error worth a panic.
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", waitroom::api::spec());
         return ExitCode::SUCCESS;
     }
     waitroom::telemetry::init_logging(&cli.settings.rust_log, cli.settings.log_format);

@@ -36,6 +36,9 @@ enum ApiTags {
     Health,
 }
 
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
@@ -127,6 +130,8 @@ pub fn app(state: AppState) -> impl Endpoint {
         .nest("/", service)
         .at("/openapi.json", spec)
         .nest("/docs", docs)
+        // Commands are small; refuse large bodies before reading them (413, problem+json).
+        .with(poem::middleware::SizeLimit::new(MAX_BODY_BYTES))
         .around(move |ep, req| middleware::around(ep, req, metrics.clone()))
 }
 

@@ -43,6 +43,10 @@ pub enum RelayError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("cannot encode envelope: {0}")]
     Encode(String),
+    #[error(
+        "RabbitMQ refused {0} message(s); they are retried and dead after {MAX_ATTEMPTS} attempts"
+    )]
+    Refused(usize),
 }
 
 /// The relay role.
@@ -205,10 +209,8 @@ impl Relay {
             };
             let outcome = self.publish_batch(p).await?;
             if outcome.refused > 0 {
-                return Err(RelayError::Encode(format!(
-                    "{} message(s) refused by RabbitMQ",
-                    outcome.refused
-                )));
+                // Back off instead of hammering a broker that is refusing messages.
+                return Err(RelayError::Refused(outcome.refused));
             }
             if outcome.claimed == 0 || shutdown.is_cancelled() {
                 return Ok(());

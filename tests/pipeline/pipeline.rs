@@ -280,3 +280,34 @@ async fn two_hundred_check_ins_have_p95_end_to_end_lag_under_one_second() {
         "p95 end-to-end lag {p95} ms breaks the 1 s bound"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_mid_traffic_loses_nothing_after_a_restart() {
+    let mut app = TestApp::spawn().await;
+    app.create_queue("q", 100).await;
+    let statuses: Vec<u16> = stream::iter(0..30)
+        .map(|i| {
+            let app = &app;
+            async move {
+                app.check_in("q", &format!("p{i}"), "Low")
+                    .await
+                    .status()
+                    .as_u16()
+            }
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == 201));
+    // Stop while the relay and projector may still be busy, then start again.
+    app.stop().await;
+    app.start(waitroom::app::Roles::ALL).await;
+    app.wait_all_processed(Duration::from_secs(20)).await;
+    let applied: i64 = app
+        .scalar("SELECT events_applied FROM projection_checkpoints WHERE stream_id = 'q'")
+        .await;
+    assert_eq!(applied, 31);
+    let view = body(app.get("/api/queues/q").await).await;
+    assert_eq!(view["currentPatientCount"], 30);
+    assert_eq!(view["version"], 31);
+}

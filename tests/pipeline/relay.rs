@@ -159,6 +159,16 @@ async fn a_dead_outbox_row_is_healed_by_the_projector_from_the_event_store() {
         .unwrap();
     let positions: Vec<(String, i32)> = positions.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(positions, vec![("p2".to_owned(), 1), ("p1".to_owned(), 2)]);
+    wait_until(
+        Duration::from_secs(10),
+        "outbox marked published",
+        || async {
+            app.scalar::<i64>("SELECT pending FROM outbox_pending")
+                .await
+                == 0
+        },
+    )
+    .await;
     let outbox = crate::helpers::body(app.get("/api/outbox/pending").await).await;
     assert_eq!(outbox["failed"], 1);
     assert_eq!(outbox["count"], 0);
@@ -228,4 +238,98 @@ async fn publish_batch_claims_only_committed_rows_and_reports_what_it_did() {
             .contains("waitroom_events_published_total{event_type=\"PatientCheckedIn\"} 1")
     );
     app.wait_all_processed(Duration::from_secs(10)).await;
+}
+
+/// A TCP proxy to RabbitMQ that a test can cut and restore, to play "broker down".
+struct BrokerProxy {
+    port: u16,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl BrokerProxy {
+    async fn start(port: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    break;
+                };
+                conns.spawn(async move {
+                    if let Ok(mut upstream) = tokio::net::TcpStream::connect("127.0.0.1:5672").await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut upstream).await;
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            task: Some(task),
+        }
+    }
+
+    /// Drops the listener and every proxied connection.
+    fn cut(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_broker_down_nothing_is_marked_published_and_everything_flows_when_it_returns() {
+    let mut app = TestApp::spawn_with(isolated_settings(), API_AND_PROJECTOR).await;
+    app.create_queue("q", 10).await;
+    let mut proxy = BrokerProxy::start(0).await;
+    let port = proxy.port;
+    let mut relay_settings = app.settings.clone();
+    relay_settings.amqp_url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
+    let mut relay_app = TestApp::spawn_with(relay_settings, Roles::RELAY).await;
+    app.wait_all_processed(Duration::from_secs(10)).await;
+
+    proxy.cut();
+    // Give lapin a moment to notice the dead socket.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 0..3 {
+        assert_eq!(
+            app.check_in("q", &format!("p{i}"), "Low").await.status(),
+            201
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let unpublished: i64 = app
+        .scalar("SELECT count(*) FROM waiting_room_outbox WHERE published_at IS NULL")
+        .await;
+    assert_eq!(
+        unpublished, 3,
+        "nothing is marked published while the broker is unreachable"
+    );
+    let live = relay_app.live();
+    assert!(
+        live.relay().last_error.is_some(),
+        "the relay reports the broker failure"
+    );
+
+    let _proxy = BrokerProxy::start(port).await;
+    app.wait_all_processed(Duration::from_secs(20)).await;
+    // Marking follows the confirm; the projector may have been faster.
+    wait_until(
+        Duration::from_secs(10),
+        "outbox marked published",
+        || async {
+            app.scalar::<i64>("SELECT count(*) FROM waiting_room_outbox WHERE published_at IS NULL")
+                .await
+                == 0
+        },
+    )
+    .await;
+    let applied: i64 = app
+        .scalar("SELECT events_applied FROM projection_checkpoints WHERE stream_id = 'q'")
+        .await;
+    assert_eq!(applied, 4);
+    relay_app.stop().await;
 }

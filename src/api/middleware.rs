@@ -7,6 +7,7 @@ use std::time::Instant;
 use poem::http::{HeaderValue, StatusCode, header};
 use poem::{Endpoint, IntoResponse, Request, Response};
 
+use super::MAX_BODY_BYTES;
 use super::problem::Problem;
 use crate::telemetry::{HttpLabels, Metrics, RouteLabels};
 
@@ -48,9 +49,12 @@ pub async fn around<E: Endpoint>(
         correlation_id: correlation_id.clone(),
         actor,
     });
-    let response = match ep.call(req).await {
-        Ok(r) => r.into_response(),
-        Err(e) => e.into_response(),
+    let response = match limit_body(&mut req).await {
+        Err(refused) => refused,
+        Ok(()) => match ep.call(req).await {
+            Ok(r) => r.into_response(),
+            Err(e) => e.into_response(),
+        },
     };
     let route = response
         .data::<poem_openapi::OperationId>()
@@ -81,6 +85,34 @@ pub async fn around<E: Endpoint>(
         .get_or_create(&RouteLabels { method, route })
         .observe(started.elapsed().as_secs_f64());
     Ok(response)
+}
+
+/// Reads the body with a size cap (commands are small JSON documents): 413 past
+/// [`MAX_BODY_BYTES`], whether or not the client declared a `Content-Length`.
+async fn limit_body(req: &mut Request) -> Result<(), Response> {
+    let too_large = || {
+        Response::builder()
+            .status(StatusCode::PAYLOAD_TOO_LARGE)
+            .body(format!("request body exceeds {MAX_BODY_BYTES} bytes"))
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return Err(too_large());
+    }
+    match req.take_body().into_bytes_limit(MAX_BODY_BYTES).await {
+        Ok(bytes) => {
+            req.set_body(bytes);
+            Ok(())
+        }
+        Err(poem::error::ReadBodyError::PayloadTooLarge) => Err(too_large()),
+        Err(e) => Err(Response::builder()
+            .status(StatusCode::BAD_REQUEST)
+            .body(format!("cannot read the request body: {e}"))),
+    }
 }
 
 /// Makes an error response problem+json carrying the correlation id.

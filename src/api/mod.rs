@@ -130,8 +130,6 @@ pub fn app(state: AppState) -> impl Endpoint {
         .nest("/", service)
         .at("/openapi.json", spec)
         .nest("/docs", docs)
-        // Commands are small; refuse large bodies before reading them (413, problem+json).
-        .with(poem::middleware::SizeLimit::new(MAX_BODY_BYTES))
         .around(move |ep, req| middleware::around(ep, req, metrics.clone()))
 }
 

@@ -593,7 +593,7 @@ impl QueuesApi {
         if !(0..=i64::from(i32::MAX)).contains(&after) {
             return EventsResponse::from_problem(Problem::validation(&ValidationError {
                 field: "afterVersion",
-                message: format!("must be ≥ 0, got {after}"),
+                message: format!("must be between 0 and {}, got {after}", i32::MAX),
             }));
         }
         if !(1..=1000).contains(&limit) {

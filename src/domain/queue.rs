@@ -48,7 +48,9 @@ pub enum Command {
 }
 
 /// A business rule said no. Each variant maps to one HTTP status and problem type.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Serialisable so a rejected command's Idempotency-Key can replay the same answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "rejection", rename_all = "camelCase")]
 pub enum Rejection {
     #[error("queue {queue_id} already exists")]
     QueueAlreadyExists { queue_id: String },
@@ -69,7 +71,7 @@ pub enum Rejection {
     InvalidPatientState {
         patient_id: String,
         status: PatientStatus,
-        expected: &'static str,
+        expected: String,
     },
 }
 
@@ -303,7 +305,7 @@ impl QueueState {
             return Err(Rejection::InvalidPatientState {
                 patient_id: patient_id.to_string(),
                 status: patient.status,
-                expected,
+                expected: expected.to_owned(),
             });
         }
         Ok(patient)

@@ -576,7 +576,7 @@ fn completing_a_waiting_patient_is_rejected_because_they_must_be_called() {
         Err(Rejection::InvalidPatientState {
             patient_id: "p1".into(),
             status: PatientStatus::Waiting,
-            expected: "CALLED",
+            expected: "CALLED".into(),
         })
     );
 }
@@ -719,7 +719,7 @@ fn marking_a_waiting_patient_as_no_show_is_rejected_because_they_must_be_called(
         Err(Rejection::InvalidPatientState {
             patient_id: "p1".into(),
             status: PatientStatus::Waiting,
-            expected: "CALLED",
+            expected: "CALLED".into(),
         })
     );
 }
@@ -956,9 +956,17 @@ fn patient_id_accepts_1_to_64_characters_without_a_slash() {
     assert!(PatientId::parse(&"p".repeat(64)).is_ok());
     assert!(PatientId::parse("MRN 0042-b.c").is_ok());
 
-    for raw in [String::new(), "p".repeat(65), "a/b".into(), "/".into()] {
+    for raw in [
+        String::new(),
+        "p".repeat(65),
+        "a/b".into(),
+        "/".into(),
+        ".".into(),
+        "..".into(),
+    ] {
         assert_eq!(field_of(PatientId::parse(&raw)), "patientId", "{raw:?}");
     }
+    assert!(PatientId::parse("...").is_ok());
 }
 
 #[test]
@@ -1320,7 +1328,7 @@ fn one_of_each_rejection() -> [Rejection; 7] {
         Rejection::InvalidPatientState {
             patient_id: "p1".into(),
             status: PatientStatus::Waiting,
-            expected: "CALLED",
+            expected: "CALLED".into(),
         },
     ]
 }

@@ -77,7 +77,7 @@ string_newtype!(
     QueueId
 );
 string_newtype!(
-    /// A patient's id within a clinic: 1–64 characters, no `/` and no control characters.
+    /// A patient's id within a clinic: 1–64 characters, no `/`, no control characters, not `.` or `..`.
     PatientId
 );
 string_newtype!(
@@ -135,6 +135,10 @@ impl PatientId {
         let value = text("patientId", raw, 1, 64)?;
         if value.contains('/') {
             return Err(ValidationError::new("patientId", "must not contain '/'"));
+        }
+        // URL clients collapse these path segments, so such a patient could not be addressed.
+        if value == "." || value == ".." {
+            return Err(ValidationError::new("patientId", "must not be '.' or '..'"));
         }
         Ok(Self(value))
     }

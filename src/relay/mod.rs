@@ -176,7 +176,12 @@ impl Relay {
             if shutdown.is_cancelled() {
                 return;
             }
-            match listener.idle(&self.pool).await {
+            // The barrier can be held by any long writing transaction on the cluster; stay stoppable.
+            let idle = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                idle = listener.idle(&self.pool) => idle,
+            };
+            match idle {
                 Ok(true) => continue, // rows arrived while going idle
                 Ok(false) => {}
                 Err(e) => {

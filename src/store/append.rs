@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::error::unique_violation;
 use super::{Store, StoreError};
-use crate::domain::{Command, Event, QueueState, SCHEMA_VERSION};
+use crate::domain::{Command, Event, QueueState, Rejection, SCHEMA_VERSION};
 
 /// How often a command is re-decided after losing a race before giving up (503).
 const MAX_ATTEMPTS: u32 = 8;
@@ -60,6 +60,8 @@ pub struct Executed<T> {
 
 const LOAD_FOR_UPDATE: &str =
     "SELECT version, state FROM waiting_room_streams WHERE stream_id = $1 FOR UPDATE";
+
+const REMEMBER_REJECTION: &str = "INSERT INTO idempotency_keys (idempotency_key, request, stream_id, response) VALUES ($1, $2, $3, $4)";
 
 const FIND_IDEMPOTENT: &str =
     "SELECT request, response FROM idempotency_keys WHERE idempotency_key = $1";
@@ -130,7 +132,8 @@ impl Store {
                 Err(StoreError::Database(e))
                     if unique_violation(Some(&e)) == Some("idempotency_keys_pkey") =>
                 {
-                    // A concurrent request with the same key won; answer as it did.
+                    // A concurrent request with the same key won; answer as it did (its
+                    // response, or its rejection).
                     let idem = ctx.idempotency.as_ref().ok_or(StoreError::Database(e))?;
                     let client = self.pool.get().await?;
                     return find_idempotent(&client, idem)
@@ -177,7 +180,23 @@ impl Store {
         }
 
         let at = now();
-        let decided = state.decide(command, at)?;
+        let decided = match state.decide(command, at) {
+            Ok(events) => events,
+            Err(rejection) => {
+                // Remember the answer, so a retry with the same key gets it again even if the
+                // queue has changed since (the contract: the first response, nothing appended).
+                if let Some(idem) = &ctx.idempotency {
+                    let stored = serde_json::json!({ "rejected": rejection });
+                    tx.execute(
+                        REMEMBER_REJECTION,
+                        &[&idem.key, &idem.request, &stream_id, &stored],
+                    )
+                    .await?;
+                    tx.commit().await?;
+                }
+                return Err(rejection.into());
+            }
+        };
         let mut events = Vec::with_capacity(decided.len());
         for event in decided {
             state.apply(&event);
@@ -195,6 +214,7 @@ impl Store {
             events: &events,
         });
         let response_json = serde_json::to_value(&response)
+            .map(|r| serde_json::json!({ "response": r }))
             .map_err(|e| StoreError::Corrupt(format!("response does not serialise: {e}")))?;
 
         let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
@@ -259,8 +279,21 @@ where
     if request != idem.request {
         return Err(StoreError::IdempotencyKeyReused(idem.key.clone()));
     }
-    let response = serde_json::from_value(row.get(1))
-        .map_err(|e| StoreError::Corrupt(format!("stored response for key {:?}: {e}", idem.key)))?;
+    let corrupt = |e: serde_json::Error| {
+        StoreError::Corrupt(format!("stored response for key {:?}: {e}", idem.key))
+    };
+    let mut stored: serde_json::Value = row.get(1);
+    if let Some(rejected) = stored.get_mut("rejected") {
+        let rejection: Rejection = serde_json::from_value(rejected.take()).map_err(corrupt)?;
+        return Err(StoreError::Rejected(rejection));
+    }
+    let response = serde_json::from_value(
+        stored
+            .get_mut("response")
+            .map(serde_json::Value::take)
+            .unwrap_or_default(),
+    )
+    .map_err(corrupt)?;
     Ok(Some(Executed {
         response,
         replayed: true,

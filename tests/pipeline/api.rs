@@ -638,8 +638,8 @@ async fn unparsable_requests_are_client_error_problems_never_server_errors() {
         (
             "/api/queues",
             json_ct,
-            r#"{"name": 5, "maxCapacity": 3}"#,
-            "name is a number",
+            r#"{"name": {"first": "Q"}, "maxCapacity": 3}"#,
+            "name is an object",
         ),
         (
             "/api/queues",
@@ -666,6 +666,12 @@ async fn unparsable_requests_are_client_error_problems_never_server_errors() {
             "capacity is null",
         ),
         (
+            "/api/queues",
+            json_ct,
+            r#"{"name": "Q", "maxCapacity": true}"#,
+            "capacity is a boolean",
+        ),
+        (
             "/api/queues/parse/check-ins",
             json_ct,
             r#"{"patientId": "p"}"#,
@@ -674,8 +680,8 @@ async fn unparsable_requests_are_client_error_problems_never_server_errors() {
         (
             "/api/queues/parse/check-ins",
             json_ct,
-            r#"{"patientId": 7, "patientName": "A", "priority": "Low", "consultationType": "GP"}"#,
-            "patientId is a number",
+            r#"{"patientId": ["p"], "patientName": "A", "priority": "Low", "consultationType": "GP"}"#,
+            "patientId is an array",
         ),
         (
             "/api/queues/parse/call-next",
@@ -1148,6 +1154,8 @@ async fn lag_endpoints_validate_their_parameters_and_report_processed_events() {
         "windowSeconds=0",
         "windowSeconds=2592001",
         "windowSeconds=-3",
+        "windowSeconds=NaN",
+        "windowSeconds=inf",
     ] {
         assert_validation(
             app.get(&format!("/api/metrics/lag?{query}")).await,
@@ -1465,4 +1473,132 @@ async fn concurrent_creates_of_one_queue_id_create_it_exactly_once() {
         );
     }
     assert_eq!(event_count(&app, "race").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_call_nexts_call_each_waiting_patient_exactly_once() {
+    let app = TestApp::spawn().await;
+    app.create_queue("calls", 10).await;
+    for i in 0..5 {
+        assert_eq!(
+            app.check_in("calls", &format!("p{i}"), "Medium")
+                .await
+                .status(),
+            201
+        );
+    }
+    let responses = join_all((0..8).map(|i| {
+        let app = &app;
+        async move {
+            let r = call_next(app, "calls", &format!("Room {i}")).await;
+            let status = r.status().as_u16();
+            (status, body(r).await)
+        }
+    }))
+    .await;
+    assert!(
+        responses.iter().all(|(s, _)| *s < 500),
+        "no 5xx: {responses:?}"
+    );
+    let mut called: Vec<&str> = responses
+        .iter()
+        .filter(|(s, _)| *s == 200)
+        .map(|(_, b)| b["patientId"].as_str().unwrap())
+        .collect();
+    called.sort_unstable();
+    assert_eq!(called, ["p0", "p1", "p2", "p3", "p4"], "{responses:?}");
+    let empty = responses
+        .iter()
+        .filter(|(s, b)| {
+            *s == 409
+                && b["type"]
+                    .as_str()
+                    .is_some_and(|t| t.ends_with("/queue-empty"))
+        })
+        .count();
+    assert_eq!(empty, 3, "{responses:?}");
+    assert_eq!(
+        event_count(&app, "calls").await,
+        11,
+        "create + 5 check-ins + 5 calls"
+    );
+    app.wait_all_processed(SETTLE).await;
+    let view = queue_view(&app, "calls").await;
+    assert_eq!(view["calledCount"], 5);
+    assert_eq!(view["waitingCount"], 0);
+}
+
+// ------------------------------------------------------------------ request framing
+
+/// Sends a raw HTTP/1.1 request and returns the response's status code and text.
+async fn raw_http(app: &TestApp, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = app.address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("API accepts connections");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("request is written");
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .await
+        .expect("response is read");
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("an HTTP status line: {response:?}"));
+    (status, response)
+}
+
+#[tokio::test]
+async fn requests_without_a_content_length_are_served_not_refused() {
+    let app = TestApp::spawn().await;
+    // GETs and body-less POSTs carry no Content-Length; HTTP/1.1 does not require one.
+    let r = app.get("/health").await;
+    assert_eq!(
+        r.status(),
+        200,
+        "GET /health: {}",
+        r.text().await.unwrap_or_default()
+    );
+    let r = app.get("/api/queues").await;
+    assert_eq!(
+        r.status(),
+        200,
+        "GET /api/queues: {}",
+        r.text().await.unwrap_or_default()
+    );
+    let r = patient_command(&app, "nowhere", "p1", "complete").await;
+    assert_problem(r, 404, "queue-not-found").await;
+
+    // A chunked body (no Content-Length) is read like any other.
+    let payload = r#"{"queueId":"chunked","name":"Chunked","maxCapacity":3}"#;
+    let request = format!(
+        "POST /api/queues HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{payload}\r\n0\r\n\r\n",
+        payload.len()
+    );
+    let (status, response) = raw_http(&app, &request).await;
+    assert_eq!(status, 201, "chunked create: {response}");
+    assert_eq!(event_count(&app, "chunked").await, 1);
+}
+
+#[tokio::test]
+async fn a_request_body_over_64_kib_is_a_413_payload_too_large_problem() {
+    let app = TestApp::spawn().await;
+    let notes = "n".repeat(100 * 1024);
+    let r = app
+        .post(
+            "/api/queues",
+            json!({"queueId": "big", "name": "Big", "maxCapacity": 3, "notes": notes}),
+        )
+        .await;
+    assert_problem(r, 413, "payload-too-large").await;
+    let events: i64 = app.scalar("SELECT count(*) FROM waiting_room_events").await;
+    assert_eq!(events, 0, "nothing appended");
 }

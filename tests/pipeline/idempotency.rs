@@ -303,3 +303,43 @@ async fn an_invalid_idempotency_key_is_a_400_and_appends_nothing() {
         "only the create and the valid check-in"
     );
 }
+
+#[tokio::test]
+async fn a_rejected_command_retried_with_its_key_gets_the_same_rejection_even_after_the_queue_changed()
+ {
+    let app = TestApp::spawn().await;
+    app.create_queue("q", 1).await;
+    assert_eq!(app.check_in("q", "a", "Low").await.status(), 201);
+    let request = || {
+        app.http
+            .post(format!("{}/api/queues/q/check-ins", app.address))
+            .header("Idempotency-Key", "K1")
+            .json(&serde_json::json!({
+                "patientId": "b", "patientName": "B", "priority": "Low", "consultationType": "General"
+            }))
+            .send()
+    };
+    let first = request().await.unwrap();
+    assert_eq!(first.status(), 409);
+    let first: serde_json::Value = first.json().await.unwrap();
+    assert!(first["type"].as_str().unwrap().ends_with("queue-full"));
+
+    // A place frees up; the retry still answers as the first request did and appends nothing.
+    assert_eq!(
+        app.post_empty("/api/queues/q/patients/a/cancel")
+            .await
+            .status(),
+        200
+    );
+    let events: i64 = app.scalar("SELECT count(*) FROM waiting_room_events").await;
+    let retry = request().await.unwrap();
+    assert_eq!(retry.status(), 409);
+    let retry: serde_json::Value = retry.json().await.unwrap();
+    assert_eq!(retry["type"], first["type"]);
+    assert_eq!(retry["detail"], first["detail"]);
+    assert_eq!(
+        app.scalar::<i64>("SELECT count(*) FROM waiting_room_events")
+            .await,
+        events
+    );
+}

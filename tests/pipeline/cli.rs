@@ -5,11 +5,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use serde_json::json;
 use waitroom::broker::BrokerNames;
 
-use crate::helpers::{amqp_url, pg_base};
+use crate::helpers::{amqp_url, pg_base, remove_isolated};
 
 const BIN: &str = env!("CARGO_BIN_EXE_waitroom");
 const SPEC_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/waitroom.json");
@@ -123,49 +122,11 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let database = self.database.clone();
-        let names = BrokerNames::with_suffix(&self.suffix);
-        // Drop may run inside a runtime; clean up on a thread with its own.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                if let Ok((client, conn)) = tokio_postgres::connect(
-                    &format!("{}/postgres", pg_base()),
-                    tokio_postgres::NoTls,
-                )
-                .await
-                {
-                    tokio::spawn(conn);
-                    let _ = client
-                        .batch_execute(&format!(
-                            "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
-                        ))
-                        .await;
-                }
-                if let Ok(conn) =
-                    waitroom::broker::connect(&amqp_url(), "waitroom-test-cleanup").await
-                    && let Ok(ch) = conn.create_channel().await
-                {
-                    for q in [&names.queue, &names.dead_letter_queue] {
-                        let _ = ch
-                            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                            .await;
-                    }
-                    for e in [&names.exchange, &names.dead_letter_exchange] {
-                        let _ = ch
-                            .exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default())
-                            .await;
-                    }
-                    let _ = conn.close(200, "bye".into()).await;
-                }
-            });
-        })
-        .join();
+        remove_isolated(
+            &self.database_url(),
+            &amqp_url(),
+            &BrokerNames::with_suffix(&self.suffix),
+        );
     }
 }
 

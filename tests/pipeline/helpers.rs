@@ -226,6 +226,21 @@ impl TestApp {
         .await;
     }
 
+    /// Waits until the relay has marked every outbox row published (or given up on it).
+    /// Marking follows the broker's confirm, so it can trail the projection.
+    pub async fn wait_outbox_published(&self) {
+        wait_until(
+            Duration::from_secs(10),
+            "outbox marked published",
+            || async {
+                self.scalar::<i64>("SELECT pending FROM outbox_pending")
+                    .await
+                    == 0
+            },
+        )
+        .await;
+    }
+
     /// Keeps the database and broker names after the test (for debugging).
     #[allow(dead_code)]
     pub fn keep(&mut self) {
@@ -261,24 +276,33 @@ impl Drop for TestApp {
             return;
         }
         self.pool.close();
-        let settings = self.settings.clone();
-        let names = self.names.clone();
-        // Drop runs inside the test's runtime; clean up on a thread with its own.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(cleanup(settings, names));
-        })
-        .join();
+        remove_isolated(
+            &self.settings.database_url,
+            &self.settings.amqp_url,
+            &self.names,
+        );
     }
 }
 
-async fn cleanup(settings: Settings, names: BrokerNames) {
-    if let Ok(db) = DbConfig::parse(&settings.database_url) {
+/// Drops a test database and deletes a test's queues and exchanges. Callable from `Drop`
+/// inside a runtime: it works on a thread with its own.
+pub fn remove_isolated(database_url: &str, amqp_url: &str, names: &BrokerNames) {
+    let (database_url, amqp_url, names) =
+        (database_url.to_owned(), amqp_url.to_owned(), names.clone());
+    let _ = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(cleanup(database_url, amqp_url, names));
+    })
+    .join();
+}
+
+async fn cleanup(database_url: String, amqp_url: String, names: BrokerNames) {
+    if let Ok(db) = DbConfig::parse(&database_url) {
         let name = db.dbname().to_owned();
         if let Ok((client, conn)) =
             tokio_postgres::connect(&format!("{}/postgres", pg_base()), tokio_postgres::NoTls).await
@@ -289,7 +313,7 @@ async fn cleanup(settings: Settings, names: BrokerNames) {
                 .await;
         }
     }
-    if let Ok(conn) = waitroom::broker::connect(&settings.amqp_url, "waitroom-test-cleanup").await
+    if let Ok(conn) = waitroom::broker::connect(&amqp_url, "waitroom-test-cleanup").await
         && let Ok(ch) = conn.create_channel().await
     {
         for q in [&names.queue, &names.dead_letter_queue] {

@@ -17,6 +17,29 @@ const API_AND_RELAY: Roles = Roles {
     projector: false,
 };
 
+/// Publishes `body` to the app's exchange as a PatientCheckedIn message, with confirms.
+async fn publish_raw(app: &TestApp, body: &[u8]) -> (lapin::Connection, lapin::Channel) {
+    let conn = waitroom::broker::connect(&app.settings.amqp_url, "test")
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let confirm = ch
+        .basic_publish(
+            app.names.exchange.as_str().into(),
+            "waiting.room.PatientCheckedIn".into(),
+            BasicPublishOptions::default(),
+            body,
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    assert!(confirm.await.unwrap().is_ack());
+    (conn, ch)
+}
+
 async fn checkpoint(app: &TestApp, stream: &str) -> (i32, i64, String) {
     let c = app.pool.get().await.unwrap();
     let r = c
@@ -54,24 +77,7 @@ async fn the_same_event_delivered_twice_produces_the_same_state_and_one_applicat
         .await
         .unwrap()
         .get::<_, String>(0);
-    let conn = waitroom::broker::connect(&app.settings.amqp_url, "test")
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    ch.basic_publish(
-        app.names.exchange.as_str().into(),
-        "waiting.room.PatientCheckedIn".into(),
-        BasicPublishOptions::default(),
-        envelope.as_bytes(),
-        BasicProperties::default(),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    let (conn, _) = publish_raw(&app, envelope.as_bytes()).await;
     let live = app.live();
     wait_until(
         Duration::from_secs(10),
@@ -183,24 +189,7 @@ async fn a_restarted_projector_loses_nothing_and_applies_nothing_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undecodable_message_goes_to_the_dead_letter_queue_and_the_pipeline_keeps_flowing() {
     let app = TestApp::spawn().await;
-    let conn = waitroom::broker::connect(&app.settings.amqp_url, "test")
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    ch.basic_publish(
-        app.names.exchange.as_str().into(),
-        "waiting.room.PatientCheckedIn".into(),
-        BasicPublishOptions::default(),
-        b"{not json",
-        BasicProperties::default(),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    let (conn, ch) = publish_raw(&app, b"{not json").await;
 
     let mut dead = None;
     for _ in 0..500 {

@@ -54,16 +54,7 @@ async fn a_relay_killed_between_publish_and_mark_redelivers_and_the_event_is_app
 
     // A new relay publishes them again and marks them.
     let relay = app.spawn_roles(Roles::RELAY).await;
-    wait_until(
-        Duration::from_secs(10),
-        "outbox marked published",
-        || async {
-            app.scalar::<i64>("SELECT count(*) FROM waiting_room_outbox WHERE published_at IS NULL")
-                .await
-                == 0
-        },
-    )
-    .await;
+    app.wait_outbox_published().await;
     let live = app.live();
     wait_until(Duration::from_secs(10), "duplicates delivered", || async {
         live.projector_deliveries.load(Ordering::Relaxed) >= 4
@@ -167,16 +158,7 @@ async fn a_dead_outbox_row_is_healed_by_the_projector_from_the_event_store() {
         .unwrap();
     let positions: Vec<(String, i32)> = positions.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(positions, vec![("p2".to_owned(), 1), ("p1".to_owned(), 2)]);
-    wait_until(
-        Duration::from_secs(10),
-        "outbox marked published",
-        || async {
-            app.scalar::<i64>("SELECT pending FROM outbox_pending")
-                .await
-                == 0
-        },
-    )
-    .await;
+    app.wait_outbox_published().await;
     let outbox = crate::helpers::body(app.get("/api/outbox/pending").await).await;
     assert_eq!(outbox["failed"], 1);
     assert_eq!(outbox["count"], 0);
@@ -325,16 +307,7 @@ async fn with_the_broker_down_nothing_is_marked_published_and_everything_flows_w
     let _proxy = BrokerProxy::start(port).await;
     app.wait_all_processed(Duration::from_secs(20)).await;
     // Marking follows the confirm; the projector may have been faster.
-    wait_until(
-        Duration::from_secs(10),
-        "outbox marked published",
-        || async {
-            app.scalar::<i64>("SELECT count(*) FROM waiting_room_outbox WHERE published_at IS NULL")
-                .await
-                == 0
-        },
-    )
-    .await;
+    app.wait_outbox_published().await;
     let applied: i64 = app
         .scalar("SELECT events_applied FROM projection_checkpoints WHERE stream_id = 'q'")
         .await;

@@ -122,7 +122,7 @@ impl LiveState {
     }
 
     /// Counts published events.
-    pub fn relay_published(&self, n: u64) {
+    pub fn count_published(&self, n: u64) {
         self.relay_published.fetch_add(n, Ordering::Relaxed);
     }
 

@@ -70,7 +70,8 @@ async fn timed<T, E: std::fmt::Display>(
 }
 
 impl HealthApi {
-    async fn postgres(&self) -> Result<bool, String> {
+    /// Checks Postgres by asking it whether any session holds the relay leader lock.
+    async fn relay_leader_exists(&self) -> Result<bool, String> {
         let pool = self.state.store.pool();
         timed(async {
             let client = pool.get().await.map_err(|e| e.to_string())?;
@@ -128,7 +129,7 @@ impl HealthApi {
         tag = "ApiTags::Health"
     )]
     async fn ready(&self) -> ReadyResponse {
-        let (pg, consumers) = tokio::join!(self.postgres(), self.projector_consumers());
+        let (pg, consumers) = tokio::join!(self.relay_leader_exists(), self.projector_consumers());
         let live = &self.state.live;
         let relay = live.relay();
         let projector = live.projector();

@@ -113,7 +113,7 @@ impl Relay {
                 self.metrics.publish_failures.inc();
             }
         }
-        self.live.relay_published(outcome.published as u64);
+        self.live.count_published(outcome.published as u64);
         Ok(outcome)
     }
 

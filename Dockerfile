@@ -6,7 +6,7 @@ COPY . .
 RUN cargo build --release --locked
 
 FROM debian:bookworm-slim
-# ca-certificates: TLS to amqps:// / sslmode=require endpoints (rustls with native roots).
+# ca-certificates: TLS to amqps:// endpoints (rustls with native roots).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \

@@ -3,14 +3,15 @@
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
-use crate::api::{assert_problem, assert_validation, check_in_body, event_count};
-use crate::helpers::{TestApp, body};
+use crate::api_support::{
+    assert_problem, assert_validation, check_in_body, event_count, post_with_headers,
+    status_and_body, total_events,
+};
+use crate::helpers::TestApp;
 
 /// POSTs `body` (or nothing) with an Idempotency-Key; returns the status and JSON body.
 async fn post_keyed(app: &TestApp, path: &str, key: &str, payload: Option<Value>) -> (u16, Value) {
-    let r = send_keyed(app, path, key, payload).await;
-    let status = r.status().as_u16();
-    (status, body(r).await)
+    status_and_body(send_keyed(app, path, key, payload).await).await
 }
 
 async fn send_keyed(
@@ -19,18 +20,7 @@ async fn send_keyed(
     key: &str,
     payload: Option<Value>,
 ) -> reqwest::Response {
-    let mut rb = app
-        .http
-        .post(format!("{}{path}", app.address))
-        .header("Idempotency-Key", key);
-    if let Some(p) = payload {
-        rb = rb.json(&p);
-    }
-    rb.send().await.expect("request is sent")
-}
-
-async fn total_events(app: &TestApp) -> i64 {
-    app.scalar("SELECT count(*) FROM waiting_room_events").await
+    post_with_headers(app, path, &[("Idempotency-Key", key)], payload.as_ref()).await
 }
 
 #[tokio::test]
@@ -331,15 +321,11 @@ async fn a_rejected_command_retried_with_its_key_gets_the_same_rejection_even_af
             .status(),
         200
     );
-    let events: i64 = app.scalar("SELECT count(*) FROM waiting_room_events").await;
+    let events = total_events(&app).await;
     let retry = request().await.unwrap();
     assert_eq!(retry.status(), 409);
     let retry: serde_json::Value = retry.json().await.unwrap();
     assert_eq!(retry["type"], first["type"]);
     assert_eq!(retry["detail"], first["detail"]);
-    assert_eq!(
-        app.scalar::<i64>("SELECT count(*) FROM waiting_room_events")
-            .await,
-        events
-    );
+    assert_eq!(total_events(&app).await, events);
 }

@@ -1,8 +1,16 @@
 //! Integration tests against the real Postgres and RabbitMQ. Each test has its own database
 //! and exchange/queue names (see `helpers`), so they run in parallel.
 
-mod api;
+mod api_audit;
+mod api_concurrency;
+mod api_errors;
+mod api_malformed;
+mod api_ops;
+mod api_ordering;
+mod api_support;
 mod cli;
+mod cli_commands;
+mod cli_errors;
 mod helpers;
 mod idempotency;
 mod lag;

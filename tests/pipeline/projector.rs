@@ -282,3 +282,17 @@ async fn a_failing_projection_parks_its_stream_while_other_streams_keep_flowing(
     );
     assert!(metrics.contains("waitroom_projection_failures_total{projection=\"waiting_room\"} 1"));
 }
+
+#[tokio::test]
+async fn projection_functions_never_reuse_a_generic_plan_made_on_empty_read_models() {
+    // A generic plan cached in the long-lived projector session made one event on a queue
+    // of a few hundred patients take seconds; the functions force custom plans.
+    let app = TestApp::spawn_with(isolated_settings(), Roles::API).await;
+    let configured: i64 = app
+        .scalar(
+            "SELECT count(*) FROM pg_proc WHERE proname IN ('refresh_waiting_queue', 'project_waiting_room', 'project_stream') \
+             AND 'plan_cache_mode=force_custom_plan' = ANY (proconfig)",
+        )
+        .await;
+    assert_eq!(configured, 3);
+}

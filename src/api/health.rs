@@ -13,11 +13,7 @@ use crate::state::{ProjectorRole, RelayRole};
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-const RELAY_LEADER_EXISTS: &str = "\
-SELECT EXISTS (SELECT 1 FROM pg_locks
-                WHERE locktype = 'advisory' AND granted AND objsubid = 2
-                  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                  AND classid::int = $1 AND objid::int = $2)";
+const RELAY_LEADER_EXISTS: &str = "SELECT advisory_lock_held($1, $2)";
 
 #[derive(ApiResponse)]
 pub enum ReadyResponse {

@@ -137,7 +137,11 @@ impl Projector {
                     _ => break,
                 }
             }
+            let settled = batch.len() as u64;
             self.handle(&channel, batch).await?;
+            self.live
+                .projector_deliveries
+                .fetch_add(settled, std::sync::atomic::Ordering::Relaxed);
         }
         // Unacked deliveries (none: every batch is settled before the next) return to the queue.
         let _ = channel.close(200, "shutdown".into()).await;
@@ -151,7 +155,6 @@ impl Projector {
         channel: &lapin::Channel,
         batch: Vec<Delivery>,
     ) -> Result<(), ProjectorError> {
-        let settled = batch.len() as u64;
         let mut items = Vec::with_capacity(batch.len());
         let mut last_tag = None;
         for delivery in &batch {
@@ -169,9 +172,6 @@ impl Projector {
             }
         }
         let Some(last_tag) = last_tag else {
-            self.live
-                .projector_deliveries
-                .fetch_add(settled, std::sync::atomic::Ordering::Relaxed);
             return Ok(());
         };
         match apply_batch(&self.pool, WAITING_ROOM, &items).await {
@@ -180,9 +180,6 @@ impl Projector {
                 channel
                     .basic_ack(last_tag, BasicAckOptions { multiple: true })
                     .await?;
-                self.live
-                    .projector_deliveries
-                    .fetch_add(settled, std::sync::atomic::Ordering::Relaxed);
                 Ok(())
             }
             Err(e) => {

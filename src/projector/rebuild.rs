@@ -17,12 +17,7 @@ const REPLAY: &str = "\
 SELECT coalesce(sum(r.applied), 0)::bigint
   FROM unnest($1::text[], $2::int[]) WITH ORDINALITY AS s(stream_id, up_to, ord)
  CROSS JOIN LATERAL project_stream($3, s.stream_id, s.up_to) r";
-const RUNNING: &str = "\
-SELECT EXISTS (SELECT 1 FROM pg_locks
-                WHERE locktype = 'advisory' AND granted
-                  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                  AND classid::int = hashtext('waitroom.rebuild') AND objid::int = hashtext($1)
-                  AND objsubid = 2)";
+const RUNNING: &str = "SELECT advisory_lock_held(hashtext('waitroom.rebuild'), hashtext($1))";
 
 /// Streams replayed per statement (one progress step).
 const CHUNK: usize = 200;

@@ -154,7 +154,6 @@ impl Application {
         let pool = self.store.pool().clone();
         if self.roles.relay {
             let relay = Relay::new(
-                pool.clone(),
                 self.db.clone(),
                 self.settings.amqp_url.clone(),
                 self.names.clone(),

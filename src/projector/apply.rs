@@ -1,26 +1,44 @@
-//! One projector step: apply a batch of deliveries through the SQL projection functions
-//! in ONE transaction (one statement), with per-(projection, stream) checkpoints.
+//! One projector step: apply a batch of deliveries in ONE statement (one transaction) through
+//! `project_batch` in `sql/functions/projection.sql`, which locks the streams' checkpoints,
+//! reads each stream's missing events from the store and hands them all to the projection's
+//! set-based apply function.
 
-use std::collections::BTreeMap;
-
+use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 
 use super::ProjectorError;
 
-/// The statement applying a batch: `project_stream` for each distinct stream, in stream-id
-/// order (a consistent lock order, so competing projectors never deadlock on checkpoints).
-const APPLY: &str = "\
-SELECT s.stream_id, r.applied, r.parked, coalesce(r.error, c.last_error), r.lag_ms, r.error IS NOT NULL
-  FROM unnest($1::text[], $2::int[]) WITH ORDINALITY AS s(stream_id, up_to, ord)
- CROSS JOIN LATERAL project_stream($3, s.stream_id, s.up_to) r
-  LEFT JOIN projection_checkpoints c ON c.projection = $3 AND c.stream_id = s.stream_id
- ORDER BY s.ord";
+const APPLY: &str = "SELECT stream_id, applied, parked, error, newly_parked, lag_ms \
+     FROM project_batch($1, $2, $3, $4, $5)";
+
+/// What a delivery says: stream `stream_id` has events up to `version`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivered {
+    pub stream_id: String,
+    pub version: i32,
+    /// The event's global position, to match `dispatched_at` to it.
+    pub global_position: Option<i64>,
+    /// When the relay claimed the event for publishing (Postgres clock), if the message says.
+    pub dispatched_at: Option<DateTime<Utc>>,
+}
+
+impl Delivered {
+    /// A delivery of `stream_id` up to `version` with no relay timing.
+    pub fn new(stream_id: impl Into<String>, version: i32) -> Self {
+        Self {
+            stream_id: stream_id.into(),
+            version,
+            global_position: None,
+            dispatched_at: None,
+        }
+    }
+}
 
 /// A stream whose projection function failed; it is parked until a rebuild.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parked {
     pub stream_id: String,
-    /// The projection function's error; for a stream parked earlier, its stored error.
+    /// The projection function's error (for a stream parked earlier, its stored error).
     pub error: String,
     /// Parked by this batch (not earlier).
     pub newly: bool,
@@ -33,30 +51,69 @@ pub struct ApplyOutcome {
     pub applied: u64,
     /// Streams that were parked (now or before).
     pub parked: Vec<Parked>,
-    /// End-to-end lag (ms) of the events this batch marked PROCESSED.
+    /// End-to-end lag (ms) of the events this batch projected.
     pub lag_ms: Vec<f64>,
 }
 
-/// Applies everything up to each stream's highest delivered version. Duplicates are no-ops,
-/// gaps are read from the event store, failures park the stream. Commits before returning,
-/// so the caller may ack every delivery of the batch.
+/// Applies everything up to each stream's highest delivered version (`None`: the stream's
+/// end). Duplicates are no-ops, gaps are read from the event store, failures park the
+/// stream. Commits before returning, so the caller may ack every delivery of the batch.
 pub async fn apply_batch(
     pool: &Pool,
     projection: &str,
-    deliveries: &[(String, i32)],
+    deliveries: &[Delivered],
 ) -> Result<ApplyOutcome, ProjectorError> {
-    let mut highest: BTreeMap<&str, i32> = BTreeMap::new();
-    for (stream, version) in deliveries {
-        let v = highest.entry(stream.as_str()).or_insert(*version);
-        *v = (*v).max(*version);
-    }
-    let streams: Vec<&str> = highest.keys().copied().collect();
-    let versions: Vec<i32> = highest.values().copied().collect();
+    let streams: Vec<&str> = deliveries.iter().map(|d| d.stream_id.as_str()).collect();
+    let versions: Vec<i32> = deliveries.iter().map(|d| d.version).collect();
+    let (positions, dispatched): (Vec<i64>, Vec<DateTime<Utc>>) = deliveries
+        .iter()
+        .filter_map(|d| Some((d.global_position?, d.dispatched_at?)))
+        .unzip();
     let client = pool.get().await?;
-    // A single statement is a single transaction: all streams commit or none do.
+    let statement = client.prepare_cached(APPLY).await?;
     let rows = client
-        .query(APPLY, &[&streams, &versions, &projection])
+        .query(
+            &statement,
+            &[&projection, &streams, &versions, &positions, &dispatched],
+        )
         .await?;
+    Ok(outcome(&rows))
+}
+
+/// Brings every stream up to the store's end (streams whose checkpoint trails it, e.g. after
+/// a Postgres crash lost the last asynchronous projection commits, or events whose messages
+/// never arrived), in batches of `chunk` streams. Returns what was applied.
+pub async fn catch_up(
+    pool: &Pool,
+    projection: &str,
+    chunk: usize,
+) -> Result<ApplyOutcome, ProjectorError> {
+    let client = pool.get().await?;
+    let behind: Vec<String> = client
+        .query("SELECT stream_id FROM streams_behind($1)", &[&projection])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut total = ApplyOutcome::default();
+    for streams in behind.chunks(chunk.max(1)) {
+        let none: Vec<Option<i32>> = vec![None; streams.len()];
+        let rows = client
+            .query(
+                "SELECT stream_id, applied, parked, error, newly_parked, lag_ms \
+                 FROM project_batch($1, $2, $3)",
+                &[&projection, &streams, &none],
+            )
+            .await?;
+        let done = outcome(&rows);
+        total.applied += done.applied;
+        total.parked.extend(done.parked);
+        total.lag_ms.extend(done.lag_ms);
+    }
+    Ok(total)
+}
+
+fn outcome(rows: &[tokio_postgres::Row]) -> ApplyOutcome {
     let mut outcome = ApplyOutcome::default();
     for row in rows {
         let applied: i32 = row.get(1);
@@ -65,10 +122,12 @@ pub async fn apply_batch(
             outcome.parked.push(Parked {
                 stream_id: row.get(0),
                 error: row.get::<_, Option<String>>(3).unwrap_or_default(),
-                newly: row.get(5),
+                newly: row.get(4),
             });
         }
-        outcome.lag_ms.extend(row.get::<_, Vec<f64>>(4));
+        outcome
+            .lag_ms
+            .extend(row.get::<_, Vec<Option<f64>>>(5).into_iter().flatten());
     }
-    Ok(outcome)
+    outcome
 }

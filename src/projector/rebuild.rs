@@ -1,7 +1,8 @@
 //! Rebuilding a projection: empty its read models and checkpoints and replay the event
-//! store through the same SQL functions, in ONE transaction. Readers keep seeing the old
-//! rows until it commits; live projectors wait on the projection's advisory lock and then
-//! find every event already applied.
+//! store through the same set-based SQL functions, in ONE transaction, a slice of the store
+//! (by global position) per statement. Readers keep seeing the old rows until it commits;
+//! live projectors wait on the projection's advisory lock and then find every event
+//! already applied.
 
 use deadpool_postgres::Pool;
 
@@ -11,16 +12,17 @@ const TRY_REBUILD_LOCK: &str =
     "SELECT pg_try_advisory_xact_lock(hashtext('waitroom.rebuild'), hashtext($1))";
 const PROJECTION_LOCK: &str =
     "SELECT pg_advisory_xact_lock(hashtext('waitroom.projection'), hashtext($1))";
-const STREAMS: &str = "SELECT stream_id, max(version), count(*) FROM waiting_room_events \
-                       GROUP BY stream_id ORDER BY stream_id";
-const REPLAY: &str = "\
-SELECT coalesce(sum(r.applied), 0)::bigint
-  FROM unnest($1::text[], $2::int[]) WITH ORDINALITY AS s(stream_id, up_to, ord)
- CROSS JOIN LATERAL project_stream($3, s.stream_id, s.up_to) r";
+const EXTENT: &str = "SELECT coalesce(min(global_position), 1), coalesce(max(global_position), 0), count(*) \
+     FROM waiting_room_events";
+/// Each stream's highest version within a slice of the store: events are appended in
+/// version order, so replaying slices in position order replays every stream in order.
+const SLICE: &str = "SELECT stream_id, max(version), count(*) FROM waiting_room_events \
+     WHERE global_position >= $1 AND global_position < $2 GROUP BY stream_id";
+const REPLAY: &str = "SELECT coalesce(sum(applied), 0)::bigint FROM project_batch($1, $2, $3)";
 const RUNNING: &str = "SELECT advisory_lock_held(hashtext('waitroom.rebuild'), hashtext($1))";
 
-/// Streams replayed per statement (one progress step).
-const CHUNK: usize = 200;
+/// Global positions replayed per statement (one progress step).
+const SLICE_POSITIONS: i64 = 20_000;
 
 /// What a rebuild did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -62,29 +64,35 @@ pub async fn rebuild(
     tx.execute(PROJECTION_LOCK, &[&projection]).await?;
     tx.execute("SELECT reset_projection($1)", &[&projection])
         .await?;
-    let streams = tx.query(STREAMS, &[]).await?;
-    let total: u64 = streams
-        .iter()
-        .map(|r| u64::try_from(r.get::<_, i64>(2)).unwrap_or(0))
-        .sum();
+    let extent = tx.query_one(EXTENT, &[]).await?;
+    let (first, last, total): (i64, i64, i64) = (extent.get(0), extent.get(1), extent.get(2));
+    let total = u64::try_from(total).unwrap_or(0);
     progress(0, total);
     let mut report = RebuildReport::default();
+    let mut streams = std::collections::HashSet::new();
     let mut done = 0u64;
-    for chunk in streams.chunks(CHUNK) {
-        let ids: Vec<&str> = chunk.iter().map(|r| r.get(0)).collect();
-        let versions: Vec<i32> = chunk.iter().map(|r| r.get(1)).collect();
-        let applied: i64 = tx
-            .query_one(REPLAY, &[&ids, &versions, &projection])
-            .await?
-            .get(0);
-        report.streams += chunk.len() as u64;
-        report.events += u64::try_from(applied).unwrap_or(0);
-        done += chunk
+    let mut from = first;
+    while from <= last {
+        let to = from.saturating_add(SLICE_POSITIONS);
+        let slice = tx.query(SLICE, &[&from, &to]).await?;
+        let ids: Vec<&str> = slice.iter().map(|r| r.get(0)).collect();
+        let versions: Vec<i32> = slice.iter().map(|r| r.get(1)).collect();
+        if !ids.is_empty() {
+            let applied: i64 = tx
+                .query_one(REPLAY, &[&projection, &ids, &versions])
+                .await?
+                .get(0);
+            report.events += u64::try_from(applied).unwrap_or(0);
+        }
+        streams.extend(ids.iter().map(|s| s.to_string()));
+        done += slice
             .iter()
             .map(|r| u64::try_from(r.get::<_, i64>(2)).unwrap_or(0))
             .sum::<u64>();
         progress(done, total);
+        from = to;
     }
+    report.streams = streams.len() as u64;
     tx.commit().await?;
     Ok(report)
 }

@@ -1,34 +1,40 @@
-//! The outbox relay (`waitroom relay`): moves committed outbox rows to RabbitMQ.
+//! The outbox relay (`waitroom relay`): moves committed events to RabbitMQ. The event table
+//! is the outbox; the relay publishes it in commit-safe order behind a cursor
+//! ([`cursor`]), which it advances once RabbitMQ has confirmed a batch.
 //!
 //! One relay per database is active: it holds a session advisory lock on a dedicated
-//! connection, which also LISTENs for the outbox trigger's wake-ups. Others block on the
-//! lock and take over the moment the leader's session ends. The leader drains the outbox
-//! in batches ([`Relay::publish_batch`]); when empty it raises the "waiting" flag, waits for
-//! every transaction that could have missed the flag to end, re-checks, and sleeps until a
-//! notification, a slow safety sweep, or shutdown.
+//! connection, which also LISTENs for the append trigger's wake-ups and runs the claims.
+//! Others block on the lock and take over the moment the leader's session ends. The leader
+//! drains in batches ([`Relay::publish_batch`]); with nothing past its cursor it raises the
+//! "waiting" flag, waits for every transaction that could have missed the flag to end,
+//! re-checks, and sleeps until a notification, a slow safety sweep, or shutdown.
 
+pub mod cursor;
 mod listener;
 mod publish;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use deadpool_postgres::Pool;
 use tokio_util::sync::CancellationToken;
 
-pub use listener::{CHANNEL, LEADER_LOCK, Listener};
-pub use publish::{BatchOutcome, MAX_ATTEMPTS, Publisher, claim, mark};
+pub use cursor::{Claimed, Cursor, Outgoing, claim, pending};
+pub use listener::{CHANNEL, Idle, LEADER_LOCK, Listener};
+pub use publish::{BatchOutcome, DISPATCHED_AT_HEADER, MAX_ATTEMPTS, Publisher, Settled, settle};
 
 use crate::broker::{BrokerNames, BrokerUnreachable};
 use crate::state::{LiveState, RelayRole};
 use crate::store::DbConfig;
 use crate::telemetry::{EventTypeLabel, Metrics};
 
-/// Rows per batch.
-pub const BATCH_SIZE: i64 = 256;
+/// Events per batch (one claim, one round of confirms, one cursor update).
+pub const BATCH_SIZE: i64 = 500;
 /// How often an idle leader re-checks the outbox without a notification (lost-connection cover).
 pub const SAFETY_SWEEP: Duration = Duration::from_secs(5);
+/// Longest pause while committed events wait behind an older in-flight transaction.
+const BARRIER_WAIT_MAX: Duration = Duration::from_millis(10);
 
 /// What can stop a relay step.
 #[derive(Debug, thiserror::Error)]
@@ -39,8 +45,6 @@ pub enum RelayError {
     Broker(#[from] lapin::Error),
     #[error("database: {}", crate::store::describe(.0))]
     Database(#[from] tokio_postgres::Error),
-    #[error("database pool: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
     #[error("cannot encode envelope: {0}")]
     Encode(String),
     #[error(
@@ -49,9 +53,34 @@ pub enum RelayError {
     Refused(usize),
 }
 
+/// The active relay's state: its connection (leader lock, LISTEN), its cursor, and the
+/// events it saw refused (whose `last_error` it clears once they are published).
+pub struct Leader {
+    listener: Listener,
+    cursor: Cursor,
+    refused: HashSet<i64>,
+}
+
+impl Leader {
+    /// Waits for the leader lock (blocking while another relay leads), then reads the cursor.
+    pub async fn acquire(db: &DbConfig) -> Result<Self, tokio_postgres::Error> {
+        let listener = Listener::acquire(db).await?;
+        let cursor = cursor::load(listener.client()).await?;
+        Ok(Self {
+            listener,
+            cursor,
+            refused: HashSet::new(),
+        })
+    }
+
+    /// How far this leader has published.
+    pub fn cursor(&self) -> Cursor {
+        self.cursor
+    }
+}
+
 /// The relay role.
 pub struct Relay {
-    pool: Pool,
     db: DbConfig,
     amqp_url: String,
     names: BrokerNames,
@@ -60,9 +89,8 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// A relay over `pool` (claims and marks) and `db` (its dedicated leader/listener connection).
+    /// A relay on `db` (its dedicated leader connection).
     pub fn new(
-        pool: Pool,
         db: DbConfig,
         amqp_url: String,
         names: BrokerNames,
@@ -70,7 +98,6 @@ impl Relay {
         live: Arc<LiveState>,
     ) -> Self {
         Self {
-            pool,
             db,
             amqp_url,
             names,
@@ -79,34 +106,58 @@ impl Relay {
         }
     }
 
-    /// One step: claim, publish with confirms, mark. Returns what happened.
-    pub async fn publish_batch(&self, publisher: &Publisher) -> Result<BatchOutcome, RelayError> {
-        let mut client = self.pool.get().await?;
-        let batch = claim(&client, BATCH_SIZE).await?;
-        if batch.is_empty() {
+    /// One step: claim the next events, publish them with confirms, move the cursor past
+    /// what RabbitMQ confirmed (and what is dead). Returns what happened.
+    pub async fn publish_batch(
+        &self,
+        leader: &mut Leader,
+        publisher: &Publisher,
+    ) -> Result<BatchOutcome, RelayError> {
+        let client = leader.listener.client();
+        let Claimed { events, claimed_at } = claim(client, &leader.cursor, BATCH_SIZE).await?;
+        if events.is_empty() {
             return Ok(BatchOutcome::default());
         }
-        let acked = match publisher.publish(&batch).await {
+        let acked = match publisher.publish(&events, claimed_at).await {
             Ok(acked) => acked,
             Err(e) => {
-                self.metrics.publish_failures.inc_by(batch.len() as u64);
+                self.metrics.publish_failures.inc_by(events.len() as u64);
                 return Err(e);
             }
         };
-        let dispatch_ms = mark(&mut client, &batch, &acked).await?;
-        for ms in dispatch_ms {
-            self.metrics.outbox_dispatch.observe(ms / 1000.0);
+        let settled = settle(client, &events, &acked).await?;
+        if !leader.refused.is_empty() {
+            let now_published: Vec<i64> = events
+                .iter()
+                .zip(&acked)
+                .filter(|(e, ok)| **ok && leader.refused.contains(&e.global_position))
+                .map(|(e, _)| e.global_position)
+                .collect();
+            if !now_published.is_empty() {
+                publish::clear_refusals(client, &now_published).await?;
+                for p in &now_published {
+                    leader.refused.remove(p);
+                }
+            }
+        }
+        leader.refused.extend(&settled.retry);
+        if let Some(to) = settled.cursor {
+            leader.listener.advance(&to).await?;
+            leader.cursor = to;
         }
         let mut outcome = BatchOutcome {
-            claimed: batch.len(),
+            claimed: events.len(),
             ..BatchOutcome::default()
         };
-        for (envelope, ok) in batch.iter().zip(&acked) {
+        for (event, ok) in events.iter().zip(&acked) {
             if *ok {
                 outcome.published += 1;
                 self.metrics
+                    .outbox_dispatch
+                    .observe(event.dispatch_ms / 1000.0);
+                self.metrics
                     .events_published
-                    .get_or_create(&EventTypeLabel::new(&envelope.event_type))
+                    .get_or_create(&EventTypeLabel::new(&event.event_type))
                     .inc();
             } else {
                 outcome.refused += 1;
@@ -123,15 +174,16 @@ impl Relay {
         let mut backoff = new_backoff();
         while !shutdown.is_cancelled() {
             self.live.set_relay_role(RelayRole::Standby, None);
-            let listener = tokio::select! {
+            let leader = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                l = Listener::acquire(&self.db) => l,
+                l = Leader::acquire(&self.db) => l,
             };
-            let mut listener = match listener {
+            let mut leader = match leader {
                 Ok(l) => l,
                 Err(e) => {
+                    let e = crate::store::describe(&e);
                     self.live
-                        .set_relay_role(RelayRole::Standby, Some(e.to_string()));
+                        .set_relay_role(RelayRole::Standby, Some(e.clone()));
                     tracing::warn!(error = %e, "relay: cannot hold leadership; retrying");
                     sleep_or_cancel(&shutdown, backoff.next().unwrap_or(Duration::from_secs(5)))
                         .await;
@@ -142,7 +194,7 @@ impl Relay {
             self.metrics.relay_leader.set(1);
             self.live.set_relay_role(RelayRole::Leader, None);
             backoff = new_backoff();
-            self.lead(&mut listener, &shutdown).await;
+            self.lead(&mut leader, &shutdown).await;
             self.metrics.relay_leader.set(0);
         }
         self.live.set_relay_role(RelayRole::Stopped, None);
@@ -150,14 +202,14 @@ impl Relay {
     }
 
     /// The leader's loop; returns on shutdown or when the listener connection is lost.
-    async fn lead(&self, listener: &mut Listener, shutdown: &CancellationToken) {
+    async fn lead(&self, leader: &mut Leader, shutdown: &CancellationToken) {
         let mut publisher: Option<Publisher> = None;
         let mut backoff = new_backoff();
         loop {
-            if shutdown.is_cancelled() || listener.is_lost() {
+            if shutdown.is_cancelled() || leader.listener.is_lost() {
                 return;
             }
-            match self.drain(&mut publisher, shutdown).await {
+            match self.drain(leader, &mut publisher, shutdown).await {
                 Ok(()) => {
                     backoff = new_backoff();
                     self.live.set_relay_error(None);
@@ -177,33 +229,39 @@ impl Relay {
                 return;
             }
             // The barrier can be held by any long writing transaction on the cluster; stay stoppable.
+            let cursor = leader.cursor;
             let idle = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                idle = listener.idle(&self.pool) => idle,
+                idle = leader.listener.idle(&cursor) => idle,
             };
             match idle {
-                Ok(true) => continue, // rows arrived while going idle
-                Ok(false) => {}
+                Ok(Idle::Work) => continue,
+                Ok(Idle::Asleep) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, "relay: idle check failed");
+                    tracing::warn!(error = %crate::store::describe(&e), "relay: idle check failed");
                     sleep_or_cancel(shutdown, Duration::from_millis(200)).await;
                     continue;
                 }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = listener.notified() => {}
+                _ = leader.listener.notified() => {}
                 _ = tokio::time::sleep(SAFETY_SWEEP) => {}
             }
         }
     }
 
-    /// Publishes batches until the outbox has nothing claimable.
+    /// Publishes batches until nothing is past the cursor. Events that are committed but
+    /// wait behind an older in-flight transaction get short pauses instead of the idle
+    /// handshake: under load there always are some, and the relay keeps up without ever
+    /// asking appends to notify it.
     async fn drain(
         &self,
+        leader: &mut Leader,
         publisher: &mut Option<Publisher>,
         shutdown: &CancellationToken,
     ) -> Result<(), RelayError> {
+        let mut wait = Duration::from_micros(200);
         loop {
             let p = match publisher {
                 Some(p) if p.is_connected() => p,
@@ -212,14 +270,23 @@ impl Relay {
                     publisher.insert(Publisher::connect(&self.amqp_url, &self.names).await?)
                 }
             };
-            let outcome = self.publish_batch(p).await?;
+            let outcome = self.publish_batch(leader, p).await?;
             if outcome.refused > 0 {
                 // Back off instead of hammering a broker that is refusing messages.
                 return Err(RelayError::Refused(outcome.refused));
             }
-            if outcome.claimed == 0 || shutdown.is_cancelled() {
+            if shutdown.is_cancelled() {
                 return Ok(());
             }
+            if outcome.claimed > 0 {
+                wait = Duration::from_micros(200);
+                continue;
+            }
+            if !pending(leader.listener.client(), &leader.cursor).await? {
+                return Ok(());
+            }
+            sleep_or_cancel(shutdown, wait).await;
+            wait = (wait * 2).min(BARRIER_WAIT_MAX);
         }
     }
 }

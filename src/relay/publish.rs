@@ -1,73 +1,48 @@
-//! One relay step: claim a batch of outbox rows in commit-safe order, publish them with
-//! publisher confirms, then mark the confirmed ones published (+ lag "published") in one
-//! transaction. Nothing is marked that RabbitMQ did not confirm.
+//! Publishing with confirms: every message of a batch goes out before the first confirm is
+//! awaited, then the batch is settled in order. Nothing is treated as published that
+//! RabbitMQ did not confirm; refusals are counted per event and retried, and after
+//! [`MAX_ATTEMPTS`] the event is dead (skipped; projectors heal the gap from the store).
 
+use chrono::{DateTime, Utc};
 use lapin::BasicProperties as AMQPProperties;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection};
 
 use super::RelayError;
+use super::cursor::{Cursor, Outgoing};
 use crate::broker::{self, BrokerNames};
-use crate::store::{ENVELOPE_COLUMNS, Envelope};
 
-/// After this many failed publish attempts a row is dead: marked failed, skipped from then on
-/// (projectors heal the gap from the event store).
+/// After this many refusals an event is dead: skipped from then on (projectors heal the gap
+/// from the event store).
 pub const MAX_ATTEMPTS: i32 = 10;
 
-/// Rows whose transaction ids are below the oldest in-flight transaction: no transaction
-/// still running can add a row that would belong before them (ARCHITECTURE invariant 3).
-fn claim_sql() -> String {
-    format!(
-        "SELECT {ENVELOPE_COLUMNS} FROM waiting_room_outbox o \
-         JOIN waiting_room_events e ON e.global_position = o.global_position \
-         WHERE o.published_at IS NULL AND o.failed_at IS NULL \
-           AND o.txid < pg_snapshot_xmin(pg_current_snapshot()) \
-         ORDER BY o.global_position LIMIT $1"
-    )
-}
+/// AMQP header carrying when the relay claimed the event (µs since the Unix epoch, Postgres
+/// clock): the projector records it as the event's publish time.
+pub const DISPATCHED_AT_HEADER: &str = "waitroom-dispatched-at";
 
-const MARK_PUBLISHED: &str = "\
-WITH pub AS (
-    UPDATE waiting_room_outbox
-       SET published_at = clock_timestamp(), attempts = attempts + 1, last_error = NULL
-     WHERE global_position = ANY($1) AND published_at IS NULL
-    RETURNING event_id
-), lag AS (
-    -- SKIP LOCKED: a row locked here is one the projector is processing right now; it sets
-    -- event_published_at itself when still empty. Waiting instead would deadlock (the two
-    -- lock rows in different orders).
-    UPDATE event_processing_lag l
-       SET event_published_at = coalesce(l.event_published_at, clock_timestamp()),
-           status = CASE WHEN l.status = 'CREATED' THEN 'PUBLISHED' ELSE l.status END
-      FROM (SELECT event_id FROM event_processing_lag
-             WHERE event_id IN (SELECT event_id FROM pub)
-             ORDER BY event_id FOR UPDATE SKIP LOCKED) free
-     WHERE l.event_id = free.event_id
-    RETURNING l.outbox_dispatch_duration_ms
-), busy AS (
-    UPDATE relay_state SET waiting = false, updated_at = clock_timestamp() WHERE waiting
-)
-SELECT outbox_dispatch_duration_ms FROM lag";
+const RECORD_REFUSALS: &str = "\
+INSERT INTO waiting_room_outbox_failures AS f (global_position, event_id, attempts, last_error, failed_at)
+SELECT x.pos, x.id, 1, $3, CASE WHEN 1 >= $4 THEN clock_timestamp() END
+  FROM unnest($1::bigint[], $2::uuid[]) AS x(pos, id)
+ON CONFLICT (global_position) DO UPDATE
+   SET attempts = f.attempts + 1,
+       last_error = EXCLUDED.last_error,
+       failed_at = CASE WHEN f.attempts + 1 >= $4 THEN clock_timestamp() END,
+       updated_at = clock_timestamp()
+RETURNING global_position, failed_at IS NOT NULL";
 
-const MARK_FAILED: &str = "\
-WITH f AS (
-    UPDATE waiting_room_outbox
-       SET attempts = attempts + 1, last_error = $2,
-           failed_at = CASE WHEN attempts + 1 >= $3 THEN clock_timestamp() END
-     WHERE global_position = ANY($1) AND published_at IS NULL
-    RETURNING event_id, failed_at
-)
-UPDATE event_processing_lag l SET status = 'FAILED', failure_reason = $2
-  FROM f WHERE l.event_id = f.event_id AND f.failed_at IS NOT NULL AND l.status <> 'PROCESSED'";
+const CLEAR_REFUSALS: &str = "UPDATE waiting_room_outbox_failures SET last_error = NULL, \
+     updated_at = clock_timestamp() WHERE global_position = ANY($1) AND last_error IS NOT NULL";
 
 /// What one step did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct BatchOutcome {
-    /// Rows claimed from the outbox.
+    /// Events claimed from the store.
     pub claimed: usize,
-    /// Rows confirmed by RabbitMQ and marked published.
+    /// Events confirmed by RabbitMQ.
     pub published: usize,
-    /// Rows RabbitMQ refused (nack); retried later, dead after [`MAX_ATTEMPTS`].
+    /// Events RabbitMQ refused (nack); retried later, dead after [`MAX_ATTEMPTS`].
     pub refused: usize,
 }
 
@@ -99,26 +74,35 @@ impl Publisher {
         self.connection.status().connected() && self.channel.status().connected()
     }
 
-    /// Publishes every envelope and waits for each confirm. `Ok(true)` = acked.
+    /// Publishes every event, then waits for each confirm. `Ok(true)` = acked.
     /// An `Err` means the broker or connection failed: nothing can be trusted as confirmed.
-    pub async fn publish(&self, batch: &[Envelope]) -> Result<Vec<bool>, RelayError> {
+    pub async fn publish(
+        &self,
+        batch: &[Outgoing],
+        dispatched_at: DateTime<Utc>,
+    ) -> Result<Vec<bool>, RelayError> {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            DISPATCHED_AT_HEADER.into(),
+            AMQPValue::LongLongInt(dispatched_at.timestamp_micros()),
+        );
         let mut confirms = Vec::with_capacity(batch.len());
-        for envelope in batch {
-            let body =
-                serde_json::to_vec(envelope).map_err(|e| RelayError::Encode(e.to_string()))?;
+        for event in batch {
+            let body = serde_json::to_vec(event).map_err(|e| RelayError::Encode(e.to_string()))?;
             let properties = AMQPProperties::default()
                 .with_delivery_mode(2)
                 .with_content_type("application/json".into())
-                .with_message_id(envelope.event_id.to_string().into())
-                .with_type(envelope.event_type.as_str().into())
-                .with_correlation_id(envelope.correlation_id.as_str().into())
-                .with_timestamp(u64::try_from(envelope.occurred_at.timestamp()).unwrap_or(0))
-                .with_app_id("waitroom".into());
+                .with_message_id(event.event_id.to_string().into())
+                .with_type(event.event_type.as_str().into())
+                .with_correlation_id(event.correlation_id.as_str().into())
+                .with_timestamp(u64::try_from(event.occurred_at.timestamp()).unwrap_or(0))
+                .with_app_id("waitroom".into())
+                .with_headers(headers.clone());
             let confirm = self
                 .channel
                 .basic_publish(
                     self.names.exchange.as_str().into(),
-                    envelope.routing_key().as_str().into(),
+                    event.routing_key().as_str().into(),
                     BasicPublishOptions::default(),
                     &body,
                     properties,
@@ -134,43 +118,60 @@ impl Publisher {
     }
 }
 
-/// Claims up to `limit` publishable rows, oldest first.
-pub async fn claim(
-    client: &deadpool_postgres::Client,
-    limit: i64,
-) -> Result<Vec<Envelope>, RelayError> {
-    let rows = client.query(&claim_sql(), &[&limit]).await?;
-    Ok(rows
-        .iter()
-        .map(Envelope::from_row)
-        .collect::<Result<_, _>>()?)
+/// How far a settled batch moves the cursor.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Settled {
+    /// The new cursor: past every confirmed or dead event up to the first live refusal.
+    pub cursor: Option<Cursor>,
+    /// Positions refused and not yet dead (they hold the cursor back until published).
+    pub retry: Vec<i64>,
 }
 
-/// Marks confirmed rows published (+ lag "published"), refused rows failed once more;
-/// returns the outbox dispatch duration (ms) of each row marked.
-pub async fn mark(
-    client: &mut deadpool_postgres::Client,
-    batch: &[Envelope],
+/// Records refusals (`acked[i] == false`) and works out how far the cursor may move.
+pub async fn settle(
+    client: &tokio_postgres::Client,
+    batch: &[Outgoing],
     acked: &[bool],
-) -> Result<Vec<f64>, RelayError> {
-    let (ok, refused): (Vec<_>, Vec<_>) = batch.iter().zip(acked).partition(|(_, a)| **a);
-    let ok: Vec<i64> = ok.into_iter().map(|(e, _)| e.global_position).collect();
-    let refused: Vec<i64> = refused
-        .into_iter()
-        .map(|(e, _)| e.global_position)
-        .collect();
-    let tx = client.transaction().await?;
-    let rows = tx.query(MARK_PUBLISHED, &[&ok]).await?;
-    if !refused.is_empty() {
-        tx.execute(
-            MARK_FAILED,
-            &[&refused, &"nacked by RabbitMQ", &MAX_ATTEMPTS],
-        )
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(rows
+) -> Result<Settled, RelayError> {
+    let refused: Vec<&Outgoing> = batch
         .iter()
-        .filter_map(|r| r.get::<_, Option<f64>>(0))
-        .collect())
+        .zip(acked)
+        .filter_map(|(e, ok)| (!ok).then_some(e))
+        .collect();
+    let mut dead = std::collections::HashSet::new();
+    if !refused.is_empty() {
+        let positions: Vec<i64> = refused.iter().map(|e| e.global_position).collect();
+        let ids: Vec<uuid::Uuid> = refused.iter().map(|e| e.event_id).collect();
+        for row in client
+            .query(
+                RECORD_REFUSALS,
+                &[&positions, &ids, &"nacked by RabbitMQ", &MAX_ATTEMPTS],
+            )
+            .await?
+        {
+            if row.get::<_, bool>(1) {
+                dead.insert(row.get::<_, i64>(0));
+            }
+        }
+    }
+    let mut settled = Settled::default();
+    for (event, ok) in batch.iter().zip(acked) {
+        if *ok || dead.contains(&event.global_position) {
+            if settled.retry.is_empty() {
+                settled.cursor = Some(event.cursor);
+            }
+        } else {
+            settled.retry.push(event.global_position);
+        }
+    }
+    Ok(settled)
+}
+
+/// Clears `last_error` of events that were refused before and are now published.
+pub async fn clear_refusals(
+    client: &tokio_postgres::Client,
+    positions: &[i64],
+) -> Result<(), RelayError> {
+    client.execute(CLEAR_REFUSALS, &[&positions]).await?;
+    Ok(())
 }

@@ -1,7 +1,9 @@
-//! Executing a command: load the stream's snapshot under a row lock, decide, and append
-//! events + outbox rows + lag "created" facts + snapshot + idempotency record in ONE statement
-//! (hence one transaction). A unique violation on (stream, version) is the concurrency
-//! conflict: re-read and re-decide, a bounded number of times.
+//! Executing a command: decide against the stream's state (cached in memory, see
+//! [`super::cache`]), then append the events + the stream row's new version (+ a snapshot
+//! now and then) + the idempotency record in ONE statement: one round trip, one transaction.
+//! The statement only succeeds from the version the command was decided on; when another
+//! process moved the stream on, the state is reloaded and the command decided again, a
+//! bounded number of times.
 
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::Serialize;
@@ -10,6 +12,8 @@ use uuid::Uuid;
 
 use super::error::unique_violation;
 use super::{Store, StoreError};
+use tokio_postgres::types::ToSql;
+
 use crate::domain::{Command, Event, QueueState, Rejection, SCHEMA_VERSION};
 
 /// How often a command is re-decided after losing a race before giving up (503).
@@ -58,48 +62,90 @@ pub struct Executed<T> {
     pub replayed: bool,
 }
 
-const LOAD_FOR_UPDATE: &str =
-    "SELECT version, state FROM waiting_room_streams WHERE stream_id = $1 FOR UPDATE";
+/// Streams are snapshotted in the append statement every this many events (and at creation);
+/// loading a queue folds at most this many events onto its snapshot.
+pub const SNAPSHOT_EVERY: i64 = 256;
 
-const REMEMBER_REJECTION: &str = "INSERT INTO idempotency_keys (idempotency_key, request, stream_id, response) VALUES ($1, $2, $3, $4)";
+const REMEMBER_REJECTION: &str = "INSERT INTO idempotency_keys (idempotency_key, request, stream_id, response) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (idempotency_key) DO NOTHING RETURNING 1";
 
 const FIND_IDEMPOTENT: &str =
     "SELECT request, response FROM idempotency_keys WHERE idempotency_key = $1";
 
-/// One statement, one transaction: events, outbox, lag facts, snapshot and idempotency record.
-const APPEND: &str = "\
-WITH ev AS (
+/// The events' insert, shared by both appends: `$1`.. are the events' columns.
+macro_rules! insert_events {
+    ($guard:literal) => {
+        concat!(
+            "ev AS (
     INSERT INTO waiting_room_events
         (event_id, stream_id, version, event_type, schema_version, occurred_at,
          correlation_id, causation_id, actor, payload)
     SELECT id, $2, v, t, $5, o, $6, $7, $8, p
       FROM unnest($1::uuid[], $3::int[], $4::text[], $9::timestamptz[], $10::jsonb[]) AS x(id, v, t, o, p)
-    RETURNING global_position, event_id, stream_id, version, event_type
-), outbox AS (
-    INSERT INTO waiting_room_outbox (global_position, event_id, stream_id, event_type)
-    SELECT global_position, event_id, stream_id, event_type FROM ev
-), lag AS (
-    INSERT INTO event_processing_lag (event_id, global_position, stream_id, version, event_type)
-    SELECT event_id, global_position, stream_id, version, event_type FROM ev
-), snapshot AS (
-    INSERT INTO waiting_room_streams (stream_id, version, state) VALUES ($2, $11, $12)
-    ON CONFLICT (stream_id) DO UPDATE
-       SET version = EXCLUDED.version, state = EXCLUDED.state, updated_at = clock_timestamp()
+     WHERE EXISTS (SELECT 1 FROM ",
+            $guard,
+            ")
+    RETURNING global_position, version
 ), idem AS (
     INSERT INTO idempotency_keys (idempotency_key, request, stream_id, response)
-    SELECT $13, $14, $2, $15 WHERE $13::text IS NOT NULL
+    SELECT $13, $14, $2, $15 WHERE $13::text IS NOT NULL AND EXISTS (SELECT 1 FROM ",
+            $guard,
+            ")
 )
-SELECT event_id, global_position FROM ev ORDER BY version";
+SELECT global_position FROM ev ORDER BY version"
+        )
+    };
+}
 
-/// The clock, truncated to what Postgres stores (microseconds), so the snapshot and the
+/// Appends to an existing stream, in ONE statement (one round trip, one transaction): moves
+/// the stream row from the version the command was decided on (`$16`) to the new one
+/// (`$11`), snapshotting it when `$12` is set, and inserts the events and the idempotency
+/// record only if that worked. No row back means another writer got there first. The event
+/// row is the outbox: the relay reads it behind its cursor.
+const APPEND: &str = concat!(
+    "WITH stream AS (
+    UPDATE waiting_room_streams
+       SET version = $11, updated_at = clock_timestamp(),
+           state = coalesce($12, state),
+           snapshot_version = CASE WHEN $12::jsonb IS NULL THEN snapshot_version ELSE $11 END
+     WHERE stream_id = $2 AND version = $16
+    RETURNING 1
+), ",
+    insert_events!("stream")
+);
+
+/// Starts a stream: as [`APPEND`], but the stream row must not exist yet.
+const APPEND_FIRST: &str = concat!(
+    "WITH stream AS (
+    INSERT INTO waiting_room_streams (stream_id, version, snapshot_version, state)
+    VALUES ($2, $11, $11, $12)
+    ON CONFLICT (stream_id) DO NOTHING
+    RETURNING 1
+), ",
+    insert_events!("stream")
+);
+
+const LOAD_SNAPSHOT: &str =
+    "SELECT snapshot_version, state FROM waiting_room_streams WHERE stream_id = $1";
+const LOAD_TAIL: &str = "SELECT version, event_type, payload FROM waiting_room_events \
+     WHERE stream_id = $1 AND version > $2 ORDER BY version";
+
+/// The clock, truncated to what Postgres stores (microseconds), so the write model and the
 /// read models order patients identically.
 fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
+/// How one attempt ended.
+enum Attempt<T> {
+    Done(Executed<T>),
+    /// Another process appended to the stream since this one cached it.
+    Stale,
+}
+
 impl Store {
     /// Executes `command` against stream `stream_id`; `respond` builds the response from the
-    /// decision (it is stored with the Idempotency-Key, if any, in the append transaction).
+    /// decision (it is stored with the Idempotency-Key, if any, in the append statement).
     pub async fn execute<T, F>(
         &self,
         stream_id: &str,
@@ -117,30 +163,47 @@ impl Store {
                 return Ok(done);
             }
         }
+        let slot = self.streams.slot(stream_id);
+        let mut cached = slot.lock().await;
+        if let Some(idem) = &ctx.idempotency {
+            // A request with the same key may have finished while we waited for the slot.
+            let client = self.pool.get().await?;
+            if let Some(done) = find_idempotent(&client, idem).await? {
+                return Ok(done);
+            }
+        }
         for attempt in 1..=MAX_ATTEMPTS {
-            match self.try_execute(stream_id, command, ctx, &respond).await {
-                Err(StoreError::Database(e))
-                    if unique_violation(Some(&e)) == Some("waiting_room_events_stream_version") =>
-                {
+            let result = self
+                .try_execute(&mut cached, stream_id, command, ctx, &respond)
+                .await;
+            match result {
+                Ok(Attempt::Done(done)) => return Ok(done),
+                Ok(Attempt::Stale) => {
                     self.metrics.conflict_retries.inc();
                     tracing::debug!(
                         stream_id,
                         attempt,
-                        "concurrent append; re-reading and re-deciding"
+                        "stream moved on; reloading and re-deciding"
                     );
                 }
                 Err(StoreError::Database(e))
                     if unique_violation(Some(&e)) == Some("idempotency_keys_pkey") =>
                 {
-                    // A concurrent request with the same key won; answer as it did (its
-                    // response, or its rejection).
+                    // A concurrent request with the same key (in another process) won; answer
+                    // as it did (its response, or its rejection).
                     let idem = ctx.idempotency.as_ref().ok_or(StoreError::Database(e))?;
                     let client = self.pool.get().await?;
                     return find_idempotent(&client, idem)
                         .await?
                         .ok_or_else(|| StoreError::Corrupt("idempotency key vanished".into()));
                 }
-                other => return other,
+                Err(StoreError::Database(e))
+                    if unique_violation(Some(&e)) == Some("waiting_room_events_stream_version") =>
+                {
+                    // Only a stream row out of step with its events gets here; reload.
+                    self.metrics.conflict_retries.inc();
+                }
+                Err(e) => return Err(e),
             }
         }
         Err(StoreError::Contended(stream_id.to_owned(), MAX_ATTEMPTS))
@@ -148,37 +211,21 @@ impl Store {
 
     async fn try_execute<T, F>(
         &self,
+        cached: &mut Option<QueueState>,
         stream_id: &str,
         command: &Command,
         ctx: &CommandContext,
         respond: &F,
-    ) -> Result<Executed<T>, StoreError>
+    ) -> Result<Attempt<T>, StoreError>
     where
         T: Serialize + DeserializeOwned,
         F: Fn(&Decided<'_>) -> T,
     {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        // The row lock serialises writers of one queue, so most races never become conflicts;
-        // the unique (stream, version) constraint still catches the rest (e.g. two creates).
-        let row = tx.query_opt(LOAD_FOR_UPDATE, &[&stream_id]).await?;
-        let mut state: QueueState = match row {
-            Some(row) => {
-                let version: i32 = row.get(0);
-                let mut state: QueueState = serde_json::from_value(row.get(1))
-                    .map_err(|e| StoreError::Corrupt(format!("snapshot of {stream_id}: {e}")))?;
-                state.version = i64::from(version);
-                state
-            }
-            None => QueueState::default(),
+        let client = self.pool.get().await?;
+        let state = match cached {
+            Some(state) => state,
+            None => cached.insert(load(&client, stream_id).await?),
         };
-        if let Some(idem) = &ctx.idempotency {
-            // A request with the same key may have committed while we waited for the lock.
-            if let Some(done) = find_idempotent(&tx, idem).await? {
-                return Ok(done);
-            }
-        }
-
         let at = now();
         let decided = match state.decide(command, at) {
             Ok(events) => events,
@@ -187,16 +234,25 @@ impl Store {
                 // queue has changed since (the contract: the first response, nothing appended).
                 if let Some(idem) = &ctx.idempotency {
                     let stored = serde_json::json!({ "rejected": rejection });
-                    tx.execute(
-                        REMEMBER_REJECTION,
-                        &[&idem.key, &idem.request, &stream_id, &stored],
-                    )
-                    .await?;
-                    tx.commit().await?;
+                    let inserted = client
+                        .query_opt(
+                            REMEMBER_REJECTION,
+                            &[&idem.key, &idem.request, &stream_id, &stored],
+                        )
+                        .await?;
+                    if inserted.is_none() {
+                        // Another process stored an answer for this key first.
+                        if let Some(done) = find_idempotent(&client, idem).await? {
+                            return Ok(Attempt::Done(done));
+                        }
+                    }
                 }
                 return Err(rejection.into());
             }
         };
+        let expected = state.version;
+        // The state moves on in place; anything but success below drops it, so the next
+        // command reloads it from the store.
         let mut events = Vec::with_capacity(decided.len());
         for event in decided {
             state.apply(&event);
@@ -209,59 +265,127 @@ impl Store {
                 event,
             });
         }
-        let response = respond(&Decided {
-            state: &state,
-            events: &events,
-        });
-        let response_json = serde_json::to_value(&response)
-            .map(|r| serde_json::json!({ "response": r }))
-            .map_err(|e| StoreError::Corrupt(format!("response does not serialise: {e}")))?;
-
-        let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
-        let versions: Vec<i32> = events.iter().map(|e| e.version).collect();
-        let types: Vec<&str> = events.iter().map(|e| e.event.event_type()).collect();
-        let times: Vec<DateTime<Utc>> = events.iter().map(|_| at).collect();
-        let payloads: Vec<serde_json::Value> = events.iter().map(|e| e.event.payload()).collect();
-        let snapshot = serde_json::to_value(&state)
-            .map_err(|e| StoreError::Corrupt(format!("snapshot does not serialise: {e}")))?;
-        let version = i32::try_from(state.version).unwrap_or(i32::MAX);
-        let (key, request) = match &ctx.idempotency {
-            Some(i) => (Some(i.key.as_str()), Some(&i.request)),
-            None => (None, None),
+        let outcome = append(&client, state, expected, stream_id, &events, ctx, respond).await;
+        let result = match outcome {
+            Ok(Some(response)) => Ok(Attempt::Done(Executed {
+                response,
+                replayed: false,
+            })),
+            Ok(None) => Err(None),
+            Err(e) => Err(Some(e)),
         };
-        tx.query(
-            APPEND,
-            &[
-                &ids,
-                &stream_id,
-                &versions,
-                &types,
-                &SCHEMA_VERSION,
-                &ctx.correlation_id,
-                &ctx.causation_id,
-                &ctx.actor,
-                &times,
-                &payloads,
-                &version,
-                &snapshot,
-                &key,
-                &request,
-                &response_json,
-            ],
-        )
-        .await?;
-        tx.commit().await?;
-        for e in &events {
-            self.metrics
-                .events_appended
-                .get_or_create(&crate::telemetry::EventTypeLabel::new(e.event.event_type()))
-                .inc();
+        match result {
+            Ok(done) => {
+                for e in &events {
+                    self.metrics
+                        .events_appended
+                        .get_or_create(&crate::telemetry::EventTypeLabel::new(e.event.event_type()))
+                        .inc();
+                }
+                Ok(done)
+            }
+            Err(e) => {
+                *cached = None;
+                e.map_or(Ok(Attempt::Stale), Err)
+            }
         }
-        Ok(Executed {
-            response,
-            replayed: false,
-        })
     }
+}
+
+/// The append statement for `events` (already applied to `state`, which was at `expected`).
+/// `None` when the stream row has moved on since `expected`.
+async fn append<T, F>(
+    client: &deadpool_postgres::Client,
+    state: &QueueState,
+    expected: i64,
+    stream_id: &str,
+    events: &[NewEvent],
+    ctx: &CommandContext,
+    respond: &F,
+) -> Result<Option<T>, StoreError>
+where
+    T: Serialize,
+    F: Fn(&Decided<'_>) -> T,
+{
+    let response = respond(&Decided { state, events });
+    let response_json = serde_json::to_value(&response)
+        .map(|r| serde_json::json!({ "response": r }))
+        .map_err(|e| StoreError::Corrupt(format!("response does not serialise: {e}")))?;
+    let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+    let versions: Vec<i32> = events.iter().map(|e| e.version).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event.event_type()).collect();
+    let at = now();
+    let times: Vec<DateTime<Utc>> = events.iter().map(|_| at).collect();
+    let payloads: Vec<serde_json::Value> = events.iter().map(|e| e.event.payload()).collect();
+    let version = i32::try_from(state.version).unwrap_or(i32::MAX);
+    let snapshot = if expected == 0 || state.version / SNAPSHOT_EVERY != expected / SNAPSHOT_EVERY {
+        Some(
+            serde_json::to_value(state)
+                .map_err(|e| StoreError::Corrupt(format!("snapshot does not serialise: {e}")))?,
+        )
+    } else {
+        None
+    };
+    let (key, request) = match &ctx.idempotency {
+        Some(i) => (Some(i.key.as_str()), Some(&i.request)),
+        None => (None, None),
+    };
+    let expected = i32::try_from(expected).unwrap_or(i32::MAX);
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+        &ids,
+        &stream_id,
+        &versions,
+        &types,
+        &SCHEMA_VERSION,
+        &ctx.correlation_id,
+        &ctx.causation_id,
+        &ctx.actor,
+        &times,
+        &payloads,
+        &version,
+        &snapshot,
+        &key,
+        &request,
+        &response_json,
+    ];
+    let statement = if expected == 0 {
+        client.prepare_cached(APPEND_FIRST).await?
+    } else {
+        params.push(&expected);
+        client.prepare_cached(APPEND).await?
+    };
+    let rows = client.query(&statement, &params).await?;
+    Ok((!rows.is_empty()).then_some(response))
+}
+
+/// A stream's state: its snapshot plus the events after it (a missing stream is empty).
+async fn load(
+    client: &deadpool_postgres::Client,
+    stream_id: &str,
+) -> Result<QueueState, StoreError> {
+    let Some(row) = client.query_opt(LOAD_SNAPSHOT, &[&stream_id]).await? else {
+        return Ok(QueueState::default());
+    };
+    let snapshot_version: i32 = row.get(0);
+    let mut state: QueueState = serde_json::from_value(row.get(1))
+        .map_err(|e| StoreError::Corrupt(format!("snapshot of {stream_id}: {e}")))?;
+    state.version = i64::from(snapshot_version);
+    for row in client
+        .query(LOAD_TAIL, &[&stream_id, &snapshot_version])
+        .await?
+    {
+        let version: i32 = row.get(0);
+        if i64::from(version) != state.version + 1 {
+            return Err(StoreError::Corrupt(format!(
+                "stream {stream_id} jumps from version {} to {version}",
+                state.version
+            )));
+        }
+        let event = Event::decode(row.get(1), row.get(2))
+            .map_err(|e| StoreError::Corrupt(format!("stream {stream_id} v{version}: {e}")))?;
+        state.apply(&event);
+    }
+    Ok(state)
 }
 
 async fn find_idempotent<T, C>(

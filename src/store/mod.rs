@@ -1,8 +1,9 @@
-//! The event store: appending a command's events together with their outbox rows, lag
-//! "created" facts, the stream snapshot and the idempotency record (one transaction);
-//! loading streams; migrations; connecting.
+//! The event store: appending a command's events together with the stream row's version
+//! and the idempotency record (one statement); the event rows are the outbox. The write
+//! model cached per stream; loading streams; migrations; connecting.
 
 mod append;
+mod cache;
 pub mod db;
 mod error;
 mod events;
@@ -12,7 +13,8 @@ use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 
-pub use append::{CommandContext, Decided, Executed, IdempotencyRequest, NewEvent};
+pub use append::{CommandContext, Decided, Executed, IdempotencyRequest, NewEvent, SNAPSHOT_EVERY};
+pub use cache::StreamCache;
 pub use db::{ConnectError, DbConfig};
 pub use error::{StoreError, describe, unique_violation};
 pub use events::{ENVELOPE_COLUMNS, Envelope};
@@ -24,12 +26,17 @@ use crate::telemetry::Metrics;
 pub struct Store {
     pool: Pool,
     metrics: Arc<Metrics>,
+    streams: Arc<StreamCache>,
 }
 
 impl Store {
     /// Wraps a pool.
     pub fn new(pool: Pool, metrics: Arc<Metrics>) -> Self {
-        Self { pool, metrics }
+        Self {
+            pool,
+            metrics,
+            streams: Arc::default(),
+        }
     }
 
     /// The underlying pool, for the read-side queries of other stages.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use lapin::BasicProperties;
 use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
 use waitroom::app::Roles;
-use waitroom::projector::{WAITING_ROOM, apply_batch};
+use waitroom::projector::{Delivered, WAITING_ROOM, apply_batch};
 
 use crate::helpers::{TestApp, body, isolated_settings, wait_until};
 
@@ -101,7 +101,7 @@ async fn apply_batch_skips_duplicates_and_fills_gaps_from_the_event_store() {
         assert_eq!(app.check_in("q", p, "Low").await.status(), 201);
     }
     // Version 3 arrives before 1 and 2: the projector reads 1..3 from the store.
-    let outcome = apply_batch(&app.pool, WAITING_ROOM, &[("q".to_owned(), 3)])
+    let outcome = apply_batch(&app.pool, WAITING_ROOM, &[Delivered::new("q", 3)])
         .await
         .unwrap();
     assert_eq!(outcome.applied, 3);
@@ -111,10 +111,10 @@ async fn apply_batch_skips_duplicates_and_fills_gaps_from_the_event_store() {
         &app.pool,
         WAITING_ROOM,
         &[
-            ("q".to_owned(), 1),
-            ("q".to_owned(), 4),
-            ("q".to_owned(), 2),
-            ("q".to_owned(), 3),
+            Delivered::new("q", 1),
+            Delivered::new("q", 4),
+            Delivered::new("q", 2),
+            Delivered::new("q", 3),
         ],
     )
     .await
@@ -224,24 +224,17 @@ async fn a_failing_projection_parks_its_stream_while_other_streams_keep_flowing(
     app.wait_all_processed(Duration::from_secs(10)).await;
 
     // An event the projection cannot apply (a call for a patient who never checked in),
-    // appended as the store would: event, outbox row and lag fact in one transaction.
-    let mut client = app.pool.get().await.unwrap();
-    let tx = client.transaction().await.unwrap();
-    tx.batch_execute(
-        "WITH ev AS (
-           INSERT INTO waiting_room_events (event_id, stream_id, version, event_type, occurred_at, correlation_id, actor, payload)
-           VALUES (gen_random_uuid(), 'bad', 2, 'PatientCalled', now(), 'test', 'test',
-                   '{\"queueId\":\"bad\",\"patientId\":\"ghost\",\"patientName\":\"G\",\"priority\":\"Low\",
-                     \"consultationType\":\"GP\",\"consultingRoom\":\"R\",\"calledAt\":\"2026-01-01T00:00:00Z\"}')
-           RETURNING *),
-         ob AS (INSERT INTO waiting_room_outbox (global_position, event_id, stream_id, event_type)
-                SELECT global_position, event_id, stream_id, event_type FROM ev)
-         INSERT INTO event_processing_lag (event_id, global_position, stream_id, version, event_type)
-         SELECT event_id, global_position, stream_id, version, event_type FROM ev",
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    // appended as the store would (the event row is the outbox).
+    let client = app.pool.get().await.unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO waiting_room_events (event_id, stream_id, version, event_type, occurred_at, correlation_id, actor, payload)
+             VALUES (gen_random_uuid(), 'bad', 2, 'PatientCalled', now(), 'test', 'test',
+                     '{\"queueId\":\"bad\",\"patientId\":\"ghost\",\"patientName\":\"G\",\"priority\":\"Low\",
+                       \"consultationType\":\"GP\",\"consultingRoom\":\"R\",\"calledAt\":\"2026-01-01T00:00:00Z\"}')",
+        )
+        .await
+        .unwrap();
 
     wait_until(Duration::from_secs(10), "the stream is parked", || async {
         checkpoint(&app, "bad").await.2 == "PARKED"
@@ -290,9 +283,9 @@ async fn projection_functions_never_reuse_a_generic_plan_made_on_empty_read_mode
     let app = TestApp::spawn_with(isolated_settings(), Roles::API).await;
     let configured: i64 = app
         .scalar(
-            "SELECT count(*) FROM pg_proc WHERE proname IN ('refresh_waiting_queue', 'project_waiting_room', 'project_stream') \
+            "SELECT count(*) FROM pg_proc WHERE proname IN ('waiting_room_apply', 'project_batch') \
              AND 'plan_cache_mode=force_custom_plan' = ANY (proconfig)",
         )
         .await;
-    assert_eq!(configured, 3);
+    assert_eq!(configured, 2);
 }

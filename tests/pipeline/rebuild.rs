@@ -105,7 +105,7 @@ async fn the_rebuild_endpoint_accepts_once_and_answers_404_for_unknown_projectio
         .get()
         .await
         .unwrap()
-        .batch_execute("UPDATE waiting_patients_view SET patient_name = 'wrong'")
+        .batch_execute("UPDATE waiting_patients SET patient_name = 'wrong'")
         .await
         .unwrap();
 

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use waitroom::app::Roles;
-use waitroom::relay::{Publisher, Relay, claim};
+use waitroom::relay::{Leader, Publisher, Relay, claim};
 use waitroom::state::{LiveState, RelayRole};
 use waitroom::store::DbConfig;
 use waitroom::telemetry::Metrics;
@@ -30,17 +30,21 @@ async fn a_relay_killed_between_publish_and_mark_redelivers_and_the_event_is_app
         .await
         .unwrap();
     let client = app.pool.get().await.unwrap();
+    let cursor = waitroom::relay::cursor::load(&client).await.unwrap();
     // Other tests' transactions on the cluster may hold the commit-safe barrier for a moment.
-    let mut batch = Vec::new();
+    let mut batch = claim(&client, &cursor, 100).await.unwrap();
     for _ in 0..500 {
-        batch = claim(&client, 100).await.unwrap();
-        if batch.len() == 2 {
+        if batch.events.len() == 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+        batch = claim(&client, &cursor, 100).await.unwrap();
     }
-    assert_eq!(batch.len(), 2);
-    let acked = publisher.publish(&batch).await.unwrap();
+    assert_eq!(batch.events.len(), 2);
+    let acked = publisher
+        .publish(&batch.events, batch.claimed_at)
+        .await
+        .unwrap();
     assert_eq!(acked, vec![true, true]);
     drop(publisher);
     drop(client);
@@ -132,8 +136,9 @@ async fn a_dead_outbox_row_is_healed_by_the_projector_from_the_event_store() {
     let client = app.pool.get().await.unwrap();
     client
         .execute(
-            "UPDATE waiting_room_outbox SET failed_at = now(), attempts = 10, last_error = 'test' \
-             WHERE event_id = (SELECT event_id FROM waiting_room_events WHERE stream_id = 'q' AND version = 2)",
+            "INSERT INTO waiting_room_outbox_failures (global_position, event_id, attempts, last_error, failed_at) \
+             SELECT global_position, event_id, 10, 'test', now() FROM waiting_room_events \
+              WHERE stream_id = 'q' AND version = 2",
             &[],
         )
         .await
@@ -171,14 +176,15 @@ async fn publish_batch_claims_only_committed_rows_and_reports_what_it_did() {
     app.create_queue("q", 5).await;
     let metrics = Arc::new(Metrics::new());
     let live = Arc::new(LiveState::default());
+    let db = DbConfig::parse(&app.settings.database_url).unwrap();
     let relay = Relay::new(
-        app.pool.clone(),
-        DbConfig::parse(&app.settings.database_url).unwrap(),
+        db.clone(),
         app.settings.amqp_url.clone(),
         app.names.clone(),
         metrics.clone(),
         live,
     );
+    let mut leader = Leader::acquire(&db).await.unwrap();
     let publisher = Publisher::connect(&app.settings.amqp_url, &app.names)
         .await
         .unwrap();
@@ -186,7 +192,11 @@ async fn publish_batch_claims_only_committed_rows_and_reports_what_it_did() {
     // Publish the queue creation (other tests' transactions may hold the barrier briefly).
     let mut published = 0;
     for _ in 0..500 {
-        published += relay.publish_batch(&publisher).await.unwrap().published;
+        published += relay
+            .publish_batch(&mut leader, &publisher)
+            .await
+            .unwrap()
+            .published;
         if published == 1 {
             break;
         }
@@ -201,7 +211,7 @@ async fn publish_batch_claims_only_committed_rows_and_reports_what_it_did() {
         .await
         .unwrap();
     assert_eq!(app.check_in("q", "p1", "Low").await.status(), 201);
-    let outcome = relay.publish_batch(&publisher).await.unwrap();
+    let outcome = relay.publish_batch(&mut leader, &publisher).await.unwrap();
     assert_eq!(
         outcome.claimed, 0,
         "a row committed after an in-flight transaction began must wait"
@@ -210,7 +220,7 @@ async fn publish_batch_claims_only_committed_rows_and_reports_what_it_did() {
 
     let mut outcome = Default::default();
     for _ in 0..500 {
-        outcome = relay.publish_batch(&publisher).await.unwrap();
+        outcome = relay.publish_batch(&mut leader, &publisher).await.unwrap();
         if outcome.claimed > 0 {
             break;
         }
@@ -220,7 +230,7 @@ async fn publish_batch_claims_only_committed_rows_and_reports_what_it_did() {
         (outcome.claimed, outcome.published, outcome.refused),
         (1, 1, 0)
     );
-    let outcome = relay.publish_batch(&publisher).await.unwrap();
+    let outcome = relay.publish_batch(&mut leader, &publisher).await.unwrap();
     assert_eq!(outcome.claimed, 0);
     assert!(
         metrics
@@ -280,6 +290,9 @@ async fn with_the_broker_down_nothing_is_marked_published_and_everything_flows_w
     relay_settings.amqp_url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
     let mut relay_app = TestApp::spawn_with(relay_settings, Roles::RELAY).await;
     app.wait_all_processed(Duration::from_secs(10)).await;
+    // RabbitMQ may deliver before it confirms: the queue's creation is projected before the
+    // relay has its confirm. Start from a fully published outbox.
+    app.wait_outbox_published().await;
 
     proxy.cut();
     // Give lapin a moment to notice the dead socket.

@@ -1,0 +1,189 @@
+-- V8: cheaper appends and set-based projections (docs/performance.md has the measurements).
+--
+-- * The event table is the outbox. Each event row carries its writing transaction id; the
+--   relay publishes in (txid, global_position) order behind a cursor, so an append writes
+--   one row instead of three (event, outbox row, lag row) and the relay writes one small
+--   cursor row per batch instead of two updates per event.
+-- * Lag facts are written once, by the transaction that projects the event.
+-- * waiting_room_outbox and event_processing_lag keep their names and columns as views.
+-- * position_in_queue is computed when read (an index holds the call order), so an event
+--   never renumbers a whole queue.
+-- * Functions live in sql/functions/ (CREATE OR REPLACE, applied after the migrations).
+
+-- ---------------------------------------------------------------- events as the outbox
+
+-- Existing rows get this migration's transaction id; the cursor below starts at the oldest
+-- unpublished one.
+ALTER TABLE waiting_room_events ADD COLUMN txid xid8 NOT NULL DEFAULT pg_current_xact_id();
+COMMENT ON COLUMN waiting_room_events.txid IS
+    'The writing transaction id. The relay publishes rows whose txid is below the oldest '
+    'in-flight transaction, in (txid, global_position) order, so a later commit never slips '
+    'in behind its cursor.';
+CREATE INDEX waiting_room_events_relay_order ON waiting_room_events (txid, global_position);
+
+-- How far the relay has published: every event at or before (txid, global_position) has
+-- been confirmed by RabbitMQ (or given up on, see waiting_room_outbox_failures).
+CREATE TABLE relay_cursor (
+    id              boolean     PRIMARY KEY DEFAULT true CHECK (id),
+    txid            xid8        NOT NULL,
+    global_position bigint      NOT NULL,
+    advanced_at     timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+COMMENT ON TABLE relay_cursor IS
+    'The relay''s high-water mark in (txid, global_position) order: everything at or before it is published.';
+
+INSERT INTO relay_cursor (txid, global_position)
+SELECT pg_current_xact_id(),
+       coalesce((SELECT min(global_position) - 1 FROM waiting_room_outbox
+                  WHERE published_at IS NULL AND failed_at IS NULL),
+                (SELECT max(global_position) FROM waiting_room_events),
+                0);
+
+-- Events RabbitMQ refused (nack). A row is dead (skipped; projectors heal the gap from the
+-- event store) once failed_at is set, after MAX_ATTEMPTS refusals.
+CREATE TABLE waiting_room_outbox_failures (
+    global_position bigint      PRIMARY KEY REFERENCES waiting_room_events (global_position),
+    event_id        uuid        NOT NULL UNIQUE,
+    attempts        integer     NOT NULL,
+    last_error      text,
+    failed_at       timestamptz,
+    updated_at      timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+COMMENT ON TABLE waiting_room_outbox_failures IS
+    'Publish refusals per event; failed_at is set when the relay gave up on the event (a dead row).';
+
+INSERT INTO waiting_room_outbox_failures (global_position, event_id, attempts, last_error, failed_at)
+SELECT global_position, event_id, attempts, last_error, failed_at
+  FROM waiting_room_outbox
+ WHERE published_at IS NULL AND (attempts > 0 OR failed_at IS NOT NULL);
+
+-- ---------------------------------------------------------------- lag facts
+
+ALTER TABLE event_processing_lag RENAME TO event_lag_facts;
+ALTER INDEX event_processing_lag_pkey RENAME TO event_lag_facts_pkey;
+ALTER INDEX event_processing_lag_created RENAME TO event_lag_facts_created;
+ALTER INDEX event_processing_lag_slowest RENAME TO event_lag_facts_slowest;
+DROP INDEX event_processing_lag_stream;
+-- Unprocessed events are represented by the event_processing_lag view from now on.
+DELETE FROM event_lag_facts WHERE status NOT IN ('PROCESSED', 'FAILED');
+ALTER TABLE event_lag_facts DROP CONSTRAINT event_processing_lag_status_check;
+ALTER TABLE event_lag_facts ADD CONSTRAINT event_lag_facts_status_check
+    CHECK (status IN ('PROCESSED', 'FAILED'));
+ALTER TABLE event_lag_facts ALTER COLUMN status DROP DEFAULT;
+COMMENT ON TABLE event_lag_facts IS
+    'One row per projected (or failed) event, written by the transaction that applied it to '
+    'the read models: its xmin commit timestamp is the read model''s commit time.';
+
+-- ---------------------------------------------------------------- read models
+
+ALTER TABLE waiting_patients_view RENAME TO waiting_patients;
+ALTER INDEX waiting_patients_view_pkey RENAME TO waiting_patients_pkey;
+DROP INDEX waiting_patients_view_active;
+ALTER TABLE waiting_patients DROP COLUMN position_in_queue;
+-- Call order within (queue, status): the read-time position and call-next order.
+CREATE INDEX waiting_patients_call_order
+    ON waiting_patients (queue_id, status, priority_rank DESC, queued_at, queue_seq);
+
+CREATE VIEW waiting_patients_view AS
+SELECT queue_id, patient_id, patient_name, priority, priority_rank, consultation_type, notes, status,
+       CASE WHEN status = 'WAITING' THEN row_number() OVER call_order END::integer AS position_in_queue,
+       queued_at, queue_seq, no_show_count, checked_in_at, called_at, consulting_room,
+       completed_at, finished_at, updated_by_event_version
+  FROM waiting_patients
+WINDOW call_order AS (PARTITION BY queue_id, status ORDER BY priority_rank DESC, queued_at, queue_seq);
+COMMENT ON VIEW waiting_patients_view IS
+    'Patients per queue; position_in_queue is the 1-based place among WAITING patients in call '
+    'order (priority, then queue time, then stream order), computed when read.';
+
+-- The projection function is now set-based and defined in sql/functions/.
+ALTER TABLE projections ALTER COLUMN apply_function TYPE text USING apply_function::text;
+UPDATE projections
+   SET apply_function = 'waiting_room_apply',
+       read_models = ARRAY['waiting_queue_view', 'waiting_patients']
+ WHERE name = 'waiting_room';
+COMMENT ON COLUMN projections.apply_function IS
+    'Set-based apply function: (streams text[], after_versions int[], to_versions int[]) -> '
+    'TABLE (stream_id text, bad_version int, error text).';
+
+-- Snapshots of the write model are taken every few hundred events, not on every append.
+ALTER TABLE waiting_room_streams ADD COLUMN snapshot_version integer;
+UPDATE waiting_room_streams SET snapshot_version = version;
+ALTER TABLE waiting_room_streams ALTER COLUMN snapshot_version SET NOT NULL;
+COMMENT ON COLUMN waiting_room_streams.state IS
+    'Snapshot of the aggregate as of snapshot_version; later events are folded on load.';
+
+-- ---------------------------------------------------------------- views with the old names
+
+CREATE OR REPLACE VIEW outbox_pending AS
+SELECT (SELECT count(*) FROM waiting_room_events e, relay_cursor c
+         WHERE (e.txid, e.global_position) > (c.txid, c.global_position)
+           AND NOT EXISTS (SELECT 1 FROM waiting_room_outbox_failures f
+                            WHERE f.global_position = e.global_position AND f.failed_at IS NOT NULL))
+           AS pending,
+       (SELECT (extract(epoch FROM clock_timestamp() - min(e.recorded_at)) * 1000)::double precision
+          FROM waiting_room_events e, relay_cursor c
+         WHERE (e.txid, e.global_position) > (c.txid, c.global_position)
+           AND NOT EXISTS (SELECT 1 FROM waiting_room_outbox_failures f
+                            WHERE f.global_position = e.global_position AND f.failed_at IS NOT NULL))
+           AS oldest_age_ms,
+       (SELECT count(*) FROM waiting_room_outbox_failures WHERE failed_at IS NOT NULL) AS failed;
+
+DROP TABLE waiting_room_outbox;
+DROP FUNCTION waiting_room_outbox_wake();
+
+CREATE VIEW waiting_room_outbox AS
+SELECT e.global_position, e.event_id, e.stream_id, e.event_type, e.txid, e.recorded_at AS created_at,
+       CASE WHEN p.published THEN coalesce(l.event_published_at, c.advanced_at) END AS published_at,
+       coalesce(x.attempts, 0) + p.published::integer AS attempts,
+       x.last_error,
+       x.failed_at
+  FROM waiting_room_events e
+ CROSS JOIN relay_cursor c
+  LEFT JOIN waiting_room_outbox_failures x ON x.global_position = e.global_position
+  LEFT JOIN event_lag_facts l ON l.event_id = e.event_id
+ CROSS JOIN LATERAL (SELECT (e.txid, e.global_position) <= (c.txid, c.global_position)
+                            AND x.failed_at IS NULL AS published) p;
+COMMENT ON VIEW waiting_room_outbox IS
+    'One row per event: published_at is null until RabbitMQ confirmed it (the relay''s dispatch '
+    'time, or when its cursor passed the event), attempts and last_error from refusals, '
+    'failed_at when the relay gave up.';
+
+CREATE VIEW event_processing_lag AS
+SELECT f.event_id, f.global_position, f.stream_id, f.version, f.event_type, f.event_created_at,
+       f.event_published_at, f.projection_processed_at, f.outbox_dispatch_duration_ms,
+       f.projection_processing_duration_ms, f.total_lag_ms, f.status, f.failure_reason
+  FROM event_lag_facts f
+UNION ALL
+SELECT e.event_id, e.global_position, e.stream_id, e.version, e.event_type, e.recorded_at,
+       CASE WHEN p.published THEN c.advanced_at END, NULL::timestamptz,
+       CASE WHEN p.published
+            THEN (extract(epoch FROM c.advanced_at - e.recorded_at) * 1000)::double precision END,
+       NULL::double precision, NULL::double precision,
+       CASE WHEN x.failed_at IS NOT NULL THEN 'FAILED'
+            WHEN p.published THEN 'PUBLISHED'
+            ELSE 'CREATED' END,
+       x.last_error
+  FROM waiting_room_events e
+ CROSS JOIN relay_cursor c
+  LEFT JOIN waiting_room_outbox_failures x ON x.global_position = e.global_position
+ CROSS JOIN LATERAL (SELECT (e.txid, e.global_position) <= (c.txid, c.global_position)
+                            AND x.failed_at IS NULL AS published) p
+ WHERE NOT EXISTS (SELECT 1 FROM event_lag_facts f WHERE f.event_id = e.event_id);
+COMMENT ON VIEW event_processing_lag IS
+    'Every event''s lag: the facts written when it was projected (PROCESSED/FAILED), else '
+    'CREATED or PUBLISHED from the relay''s cursor.';
+
+-- ---------------------------------------------------------------- old per-event functions
+
+DROP FUNCTION project_stream(text, text, integer);
+DROP FUNCTION apply_stream_range(text, text, integer, integer);
+DROP FUNCTION project_waiting_room(waiting_room_events);
+DROP FUNCTION refresh_waiting_queue(text, integer, timestamptz);
+DROP FUNCTION reset_projection(text);
+
+-- Functions (sql/functions/) recorded by content, re-applied when a file changes.
+CREATE TABLE schema_functions (
+    name       text        PRIMARY KEY,
+    body       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);

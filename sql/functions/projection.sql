@@ -1,0 +1,250 @@
+-- The generic projection machinery: checkpoints, gaps, parking and lag facts around a
+-- projection's set-based apply function (projections.apply_function, e.g. waiting_room_apply).
+--
+-- The checkpoint rule (ARCHITECTURE invariants 1 and 2): an event is applied only when it is
+-- exactly its stream's checkpoint + 1, in the transaction that advances the checkpoint.
+-- Deliveries only say "stream S has events up to version V"; the events themselves are read
+-- from the store, so duplicates are no-ops and gaps fill themselves.
+
+-- Applies streams one at a time, then events one at a time, each in a subtransaction: the
+-- slow path taken when the set-based apply raised an error (a payload it cannot cast, a
+-- constraint). Returns the first failing version of each stream that has one.
+CREATE OR REPLACE FUNCTION project_streams_one_by_one(p_apply text, p_streams text[],
+                                                      p_after integer[], p_to integer[])
+RETURNS TABLE (stream_id text, bad_version integer, error text)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    i integer;
+    v integer;
+    found_bad integer;
+    found_error text;
+    apply text := format('SELECT r.bad_version, r.error FROM %I($1, $2, $3) r', p_apply);
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(p_streams, 1), 0) LOOP
+        BEGIN
+            found_bad := NULL;
+            EXECUTE apply INTO found_bad, found_error
+                USING ARRAY[p_streams[i]], ARRAY[p_after[i]], ARRAY[p_to[i]];
+            IF found_bad IS NOT NULL THEN
+                stream_id := p_streams[i]; bad_version := found_bad; error := found_error;
+                RETURN NEXT;
+            END IF;
+            CONTINUE;
+        EXCEPTION
+            WHEN serialization_failure OR deadlock_detected OR lock_not_available
+                 OR query_canceled OR admin_shutdown THEN
+                RAISE;
+            WHEN OTHERS THEN
+                NULL; -- find the failing event below
+        END;
+        v := p_after[i];
+        WHILE v < p_to[i] LOOP
+            BEGIN
+                found_bad := NULL;
+                EXECUTE apply INTO found_bad, found_error
+                    USING ARRAY[p_streams[i]], ARRAY[v], ARRAY[v + 1];
+                IF found_bad IS NOT NULL THEN
+                    stream_id := p_streams[i]; bad_version := found_bad; error := found_error;
+                    RETURN NEXT;
+                    EXIT;
+                END IF;
+                v := v + 1;
+            EXCEPTION
+                WHEN serialization_failure OR deadlock_detected OR lock_not_available
+                     OR query_canceled OR admin_shutdown THEN
+                    RAISE;
+                WHEN OTHERS THEN
+                    GET STACKED DIAGNOSTICS found_error = MESSAGE_TEXT;
+                    stream_id := p_streams[i]; bad_version := v + 1; error := found_error;
+                    RETURN NEXT;
+                    EXIT;
+            END;
+        END LOOP;
+    END LOOP;
+END
+$$;
+
+-- Brings each stream of p_streams up to p_up_to (NULL: the stream's end) for one projection,
+-- in one transaction, with one call of the projection's set-based apply function:
+--   * checkpoints are locked in stream-id order (competing projectors never deadlock);
+--   * parked streams are skipped; duplicates (version <= checkpoint) are no-ops;
+--   * events checkpoint+1 .. target are read from the event store (gaps heal themselves);
+--   * a stream whose event fails is parked with the good prefix applied, others go on;
+--   * lag facts are written for every applied event (p_positions/p_published_at: when the
+--     relay dispatched the delivered events; events read from the store without a delivery
+--     count as published when projected).
+-- Read models are derived data: the transaction commits asynchronously (a crash of Postgres
+-- can lose the last few milliseconds of projection, never events, and the projector's
+-- catch-up at start re-applies them). Returns one row per distinct requested stream.
+CREATE OR REPLACE FUNCTION project_batch(p_projection text, p_streams text[], p_up_to integer[],
+                                         p_positions bigint[] DEFAULT NULL,
+                                         p_published_at timestamptz[] DEFAULT NULL)
+RETURNS TABLE (stream_id text, applied integer, parked boolean, error text, newly_parked boolean,
+               lag_ms double precision[])
+LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan
+SET jit = off
+AS $$
+#variable_conflict use_column
+DECLARE
+    proj projections;
+    s text[];       -- streams with work, in stream-id order
+    a integer[];    -- their checkpoints
+    z integer[];    -- their targets
+    bs text[];      -- streams whose event failed
+    bv integer[];   -- the failing version
+    be text[];      -- the error
+    t timestamptz;
+BEGIN
+    SELECT * INTO proj FROM projections WHERE name = p_projection;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown projection %', p_projection USING ERRCODE = 'undefined_object';
+    END IF;
+    -- Shared with every live apply; a rebuild takes it exclusively.
+    PERFORM pg_advisory_xact_lock_shared(hashtext('waitroom.projection'), hashtext(p_projection));
+    PERFORM set_config('synchronous_commit', 'off', true);
+
+    INSERT INTO projection_checkpoints (projection, stream_id)
+    SELECT p_projection, x FROM unnest(p_streams) AS x ORDER BY x
+        ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM projection_checkpoints c
+      WHERE c.projection = p_projection AND c.stream_id = ANY (p_streams)
+      ORDER BY c.stream_id
+        FOR UPDATE;
+
+    SELECT array_agg(w.sid ORDER BY w.sid), array_agg(w.last_version ORDER BY w.sid),
+           array_agg(w.target ORDER BY w.sid)
+      INTO s, a, z
+      FROM (SELECT r.sid, c.last_version, least(coalesce(r.up_to, m.top), m.top) AS target
+              FROM (SELECT x.sid, max(x.up_to) AS up_to
+                      FROM unnest(p_streams, p_up_to) AS x(sid, up_to)
+                     GROUP BY x.sid) r
+              JOIN projection_checkpoints c ON c.projection = p_projection AND c.stream_id = r.sid
+             CROSS JOIN LATERAL (SELECT max(e.version) AS top FROM waiting_room_events e
+                                  WHERE e.stream_id = r.sid) m
+             WHERE c.status = 'ACTIVE') w
+     WHERE w.target > w.last_version;
+
+    IF s IS NOT NULL THEN
+        BEGIN
+            EXECUTE format('SELECT array_agg(r.stream_id), array_agg(r.bad_version), array_agg(r.error) '
+                           'FROM %I($1, $2, $3) r', proj.apply_function)
+               INTO bs, bv, be USING s, a, z;
+        EXCEPTION
+            WHEN serialization_failure OR deadlock_detected OR lock_not_available
+                 OR query_canceled OR admin_shutdown THEN
+                RAISE;
+            WHEN OTHERS THEN
+                SELECT array_agg(r.stream_id), array_agg(r.bad_version), array_agg(r.error)
+                  INTO bs, bv, be
+                  FROM project_streams_one_by_one(proj.apply_function, s, a, z) r;
+        END;
+    END IF;
+
+    t := clock_timestamp();
+    UPDATE projection_checkpoints c
+       SET last_version = coalesce(b.bad_v - 1, w.to_v),
+           events_applied = c.events_applied + (coalesce(b.bad_v - 1, w.to_v) - w.after_v),
+           status = CASE WHEN b.err IS NULL THEN 'ACTIVE' ELSE 'PARKED' END,
+           parked_version = b.bad_v,
+           last_error = b.err,
+           parked_at = CASE WHEN b.err IS NULL THEN NULL ELSE t END,
+           updated_at = t
+      FROM unnest(s, a, z) AS w(sid, after_v, to_v)
+      LEFT JOIN unnest(bs, bv, be) AS b(sid, bad_v, err) ON b.sid = w.sid
+     WHERE c.projection = p_projection AND c.stream_id = w.sid;
+
+    RETURN QUERY
+    WITH work AS (
+        SELECT w.sid, w.after_v, coalesce(b.bad_v - 1, w.to_v) AS good_v, b.bad_v, b.err
+          FROM unnest(s, a, z) AS w(sid, after_v, to_v)
+          LEFT JOIN unnest(bs, bv, be) AS b(sid, bad_v, err) ON b.sid = w.sid
+    ), dispatched AS (
+        SELECT x.pos, min(x.at) AS at
+          FROM unnest(p_positions, p_published_at) AS x(pos, at)
+         GROUP BY x.pos
+    ), done AS (
+        INSERT INTO event_lag_facts AS f
+               (event_id, global_position, stream_id, version, event_type, event_created_at,
+                event_published_at, projection_processed_at, status)
+        SELECT e.event_id, e.global_position, e.stream_id, e.version, e.event_type, e.recorded_at,
+               least(coalesce(d.at, t), t), t, 'PROCESSED'
+          FROM work w
+          JOIN waiting_room_events e
+            ON e.stream_id = w.sid AND e.version > w.after_v AND e.version <= w.good_v
+          LEFT JOIN dispatched d ON d.pos = e.global_position
+         WHERE proj.tracks_lag
+           AND NOT EXISTS (SELECT 1 FROM event_lag_facts x
+                            WHERE x.event_id = e.event_id AND x.status = 'PROCESSED')
+        ON CONFLICT (event_id) DO UPDATE
+           SET event_published_at = EXCLUDED.event_published_at,
+               projection_processed_at = EXCLUDED.projection_processed_at,
+               status = 'PROCESSED',
+               failure_reason = NULL
+        RETURNING f.stream_id AS sid, f.total_lag_ms AS ms
+    ), failed AS (
+        INSERT INTO event_lag_facts AS f
+               (event_id, global_position, stream_id, version, event_type, event_created_at,
+                status, failure_reason)
+        SELECT e.event_id, e.global_position, e.stream_id, e.version, e.event_type, e.recorded_at,
+               'FAILED', w.err
+          FROM work w
+          JOIN waiting_room_events e ON e.stream_id = w.sid AND e.version = w.bad_v
+         WHERE proj.tracks_lag
+        ON CONFLICT (event_id) DO UPDATE
+           SET status = 'FAILED', failure_reason = EXCLUDED.failure_reason
+         WHERE f.status <> 'PROCESSED'
+    ), lags AS (
+        SELECT d.sid, array_agg(d.ms) AS ms FROM done d GROUP BY d.sid
+    )
+    SELECT r.sid,
+           coalesce(w.good_v - w.after_v, 0),
+           coalesce(c.status = 'PARKED', false),
+           CASE WHEN c.status = 'PARKED' THEN c.last_error END,
+           w.err IS NOT NULL,
+           coalesce(l.ms, ARRAY[]::double precision[])
+      FROM (SELECT DISTINCT x AS sid FROM unnest(p_streams) AS x) r
+      LEFT JOIN work w ON w.sid = r.sid
+      LEFT JOIN lags l ON l.sid = r.sid
+      LEFT JOIN projection_checkpoints c ON c.projection = p_projection AND c.stream_id = r.sid
+     ORDER BY r.sid;
+END
+$$;
+
+COMMENT ON FUNCTION project_batch(text, text[], integer[], bigint[], timestamptz[]) IS
+    'Applies a batch of streams to a projection in one transaction: checkpoints, gap filling '
+    'from the store, parking of failing streams, lag facts. One row per stream.';
+
+-- Streams whose checkpoint trails the store (never projected ones included), parked ones
+-- excluded: what a projector catches up on at start.
+CREATE OR REPLACE FUNCTION streams_behind(p_projection text)
+RETURNS TABLE (stream_id text, behind integer)
+LANGUAGE sql STABLE AS $$
+    SELECT s.stream_id, s.version - coalesce(c.last_version, 0)
+      FROM waiting_room_streams s
+      LEFT JOIN projection_checkpoints c ON c.projection = p_projection AND c.stream_id = s.stream_id
+     WHERE coalesce(c.last_version, 0) < s.version AND coalesce(c.status, 'ACTIVE') = 'ACTIVE'
+     ORDER BY s.stream_id
+$$;
+
+COMMENT ON FUNCTION streams_behind(text) IS
+    'Active streams whose projection checkpoint is behind the event store, and by how many events.';
+
+-- Empties a projection's read models and checkpoints, for a rebuild. Call it inside the
+-- rebuild's transaction after taking the projection's exclusive advisory lock. DELETE, not
+-- TRUNCATE: readers keep seeing the old rows until the rebuild commits.
+CREATE OR REPLACE FUNCTION reset_projection(p_projection text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    t text;
+BEGIN
+    FOR t IN SELECT unnest(read_models) FROM projections WHERE name = p_projection LOOP
+        EXECUTE format('DELETE FROM %I', t);
+    END LOOP;
+    DELETE FROM projection_checkpoints WHERE projection = p_projection;
+END
+$$;
+
+COMMENT ON FUNCTION reset_projection(text) IS
+    'Deletes a projection''s read models and checkpoints (inside a rebuild transaction).';

@@ -39,6 +39,17 @@ SELECT pg_current_xact_id(),
                 (SELECT max(global_position) FROM waiting_room_events),
                 0);
 
+-- Whether the relay is idle and wants a NOTIFY (1) or is busy (0). A sequence, not a row:
+-- setval() and reads of it are not transactional, so an append sees the flag as it is at
+-- the moment it looks, after its own transaction id was assigned (see sql/functions/relay.sql
+-- and src/relay/listener.rs for why that ordering makes the hand-over race-free).
+DROP TABLE relay_state;
+CREATE SEQUENCE relay_wakeup MINVALUE 0 MAXVALUE 1 START 0 NO CYCLE;
+COMMENT ON SEQUENCE relay_wakeup IS
+    'The relay''s idle flag: 1 while it sleeps on LISTEN waiting_room_outbox, else 0.';
+CREATE VIEW relay_state AS SELECT last_value = 1 AS waiting FROM relay_wakeup;
+COMMENT ON VIEW relay_state IS 'Whether the relay is idle and waiting for a NOTIFY.';
+
 -- Events RabbitMQ refused (nack). A row is dead (skipped; projectors heal the gap from the
 -- event store) once failed_at is set, after MAX_ATTEMPTS refusals.
 CREATE TABLE waiting_room_outbox_failures (
@@ -105,12 +116,13 @@ COMMENT ON COLUMN projections.apply_function IS
     'Set-based apply function: (streams text[], after_versions int[], to_versions int[]) -> '
     'TABLE (stream_id text, bad_version int, error text).';
 
--- Snapshots of the write model are taken every few hundred events, not on every append.
-ALTER TABLE waiting_room_streams ADD COLUMN snapshot_version integer;
-UPDATE waiting_room_streams SET snapshot_version = version;
-ALTER TABLE waiting_room_streams ALTER COLUMN snapshot_version SET NOT NULL;
-COMMENT ON COLUMN waiting_room_streams.state IS
-    'Snapshot of the aggregate as of snapshot_version; later events are folded on load.';
+-- The write model's snapshots: one row per stream, rewritten every few hundred events (and
+-- at creation), not on every append. The concurrency check of an append is the unique
+-- (stream_id, version) of the events themselves.
+ALTER TABLE waiting_room_streams RENAME TO waiting_room_snapshots;
+ALTER INDEX waiting_room_streams_pkey RENAME TO waiting_room_snapshots_pkey;
+COMMENT ON TABLE waiting_room_snapshots IS
+    'One row per stream: the queue aggregate as of version; later events are folded on load.';
 
 -- ---------------------------------------------------------------- views with the old names
 

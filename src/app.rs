@@ -151,7 +151,6 @@ impl Application {
     /// Runs the roles until `shutdown` is cancelled, then waits (bounded) for them to stop.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) {
         let mut tasks = tokio::task::JoinSet::new();
-        let pool = self.store.pool().clone();
         if self.roles.relay {
             let relay = Relay::new(
                 self.db.clone(),
@@ -163,8 +162,10 @@ impl Application {
             tasks.spawn(relay.run(shutdown.clone()));
         }
         if self.roles.projector {
+            // Its own two sessions: batches never wait behind API requests for a pooled
+            // connection, and pg_stat_activity shows them as waitroom-projector.
             let projector = Projector::new(
-                pool.clone(),
+                self.db.pool_named(2, Some("waitroom-projector")),
                 self.settings.amqp_url.clone(),
                 self.names.clone(),
                 self.metrics.clone(),

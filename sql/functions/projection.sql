@@ -83,8 +83,21 @@ CREATE OR REPLACE FUNCTION project_batch(p_projection text, p_streams text[], p_
 RETURNS TABLE (stream_id text, applied integer, parked boolean, error text, newly_parked boolean,
                lag_ms double precision[])
 LANGUAGE plpgsql
+-- A batch touches a few rows per stream by key, so the right plan is always nested loops
+-- over the indexes, whatever the table sizes. Plans are made for each call (custom plans):
+-- a plan cached while the read models were small goes on scanning whole tables when they
+-- have grown (one event on a queue of a few hundred patients once took seconds), while a
+-- fresh plan sees the tables' current size. Hash and merge joins and sequential scans are
+-- off, so stale or missing statistics (autovacuum off, a table that grew since its last
+-- ANALYZE) cannot turn a batch of 50 rows into a scan of millions either. JIT compilation
+-- would cost more than these plans run; a rebuild's slices of 20,000 events sort in memory
+-- with 64 MB.
 SET plan_cache_mode = force_custom_plan
+SET enable_seqscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 SET jit = off
+SET work_mem = '64MB'
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -221,10 +234,12 @@ COMMENT ON FUNCTION project_batch(text, text[], integer[], bigint[], timestamptz
 CREATE OR REPLACE FUNCTION streams_behind(p_projection text)
 RETURNS TABLE (stream_id text, behind integer)
 LANGUAGE sql STABLE AS $$
-    SELECT s.stream_id, s.version - coalesce(c.last_version, 0)
-      FROM waiting_room_streams s
+    SELECT s.stream_id, m.top - coalesce(c.last_version, 0)
+      FROM waiting_room_snapshots s
+     CROSS JOIN LATERAL (SELECT max(e.version) AS top FROM waiting_room_events e
+                          WHERE e.stream_id = s.stream_id) m
       LEFT JOIN projection_checkpoints c ON c.projection = p_projection AND c.stream_id = s.stream_id
-     WHERE coalesce(c.last_version, 0) < s.version AND coalesce(c.status, 'ACTIVE') = 'ACTIVE'
+     WHERE coalesce(c.last_version, 0) < m.top AND coalesce(c.status, 'ACTIVE') = 'ACTIVE'
      ORDER BY s.stream_id
 $$;
 

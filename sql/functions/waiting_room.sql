@@ -21,28 +21,54 @@ COMMENT ON FUNCTION priority_rank(text) IS 'Low 1 < Medium 2 < High 3 < Urgent 4
 -- everything; each other column keeps the value of the LAST event in the batch that sets it
 -- (a no-show back to WAITING re-queues and clears the room, a call sets the room, ...), else
 -- the stored value. Queue counters move by the status changes of the batch.
+--
+-- "The last event that sets it" is read as the last element of an array_agg fed in
+-- (queue, patient, version) order: ORDER BY inside each of a dozen aggregates would sort
+-- every patient's events a dozen times. Aggregates take their input in the order rows
+-- arrive, and a statement that writes is never run in parallel, so the order holds.
 CREATE OR REPLACE FUNCTION waiting_room_apply(p_streams text[], p_after integer[], p_to integer[])
 RETURNS TABLE (stream_id text, bad_version integer, error text)
 LANGUAGE plpgsql
+-- A batch touches a few rows per stream by key, so the right plan is always nested loops
+-- over the indexes, whatever the table sizes. Plans are made for each call (custom plans):
+-- a plan cached while the read models were small goes on scanning whole tables when they
+-- have grown (one event on a queue of a few hundred patients once took seconds), while a
+-- fresh plan sees the tables' current size. Hash and merge joins and sequential scans are
+-- off, so stale or missing statistics (autovacuum off, a table that grew since its last
+-- ANALYZE) cannot turn a batch of 50 rows into a scan of millions either. JIT compilation
+-- would cost more than these plans run; a rebuild's slices of 20,000 events sort in memory
+-- with 64 MB.
 SET plan_cache_mode = force_custom_plan
+SET enable_seqscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 SET jit = off
+SET work_mem = '64MB'
 AS $$
 #variable_conflict use_column
 BEGIN
     RETURN QUERY
     WITH ev AS (
         SELECT e.stream_id AS q, e.version AS v, e.event_type AS t, e.occurred_at AS at,
-               e.payload AS d, e.payload ->> 'patientId' AS p,
+               -- Straight from the payload (not from x): the planner can then look the
+               -- patient up by both key columns.
+               e.payload ->> 'patientId' AS p, x.*,
                CASE e.event_type
                    WHEN 'PatientCheckedIn' THEN 'WAITING'
                    WHEN 'PatientCalled' THEN 'CALLED'
                    WHEN 'PatientConsultationCompleted' THEN 'COMPLETED'
-                   WHEN 'PatientMarkedNoShow' THEN e.payload ->> 'status'
+                   WHEN 'PatientMarkedNoShow' THEN x.status
                    WHEN 'PatientCheckInCancelled' THEN 'CANCELLED'
                END AS st
           FROM unnest(p_streams, p_after, p_to) AS r(q, after_v, to_v)
           JOIN waiting_room_events e
             ON e.stream_id = r.q AND e.version > r.after_v AND e.version <= r.to_v
+         CROSS JOIN LATERAL jsonb_to_record(e.payload) AS x(
+               status text, "patientName" text, priority text,
+               "consultationType" text, notes text, "checkedInAt" timestamptz,
+               "calledAt" timestamptz, "consultingRoom" text, "completedAt" timestamptz,
+               "markedAt" timestamptz, "noShowCount" integer, "cancelledAt" timestamptz,
+               name text, "maxCapacity" integer, "maxNoShows" integer, "createdAt" timestamptz)
     ), judged AS (
         SELECT ev.*,
                -- The status before this event: the batch's previous event for this patient,
@@ -61,8 +87,8 @@ BEGIN
                CASE
                    WHEN j.t = 'WaitingQueueCreated' THEN
                        CASE WHEN j.queue_exists THEN 'the queue exists already'
-                            WHEN j.d ->> 'name' IS NULL OR j.d ->> 'maxCapacity' IS NULL
-                                 OR j.d ->> 'maxNoShows' IS NULL OR j.d ->> 'createdAt' IS NULL
+                            WHEN j.name IS NULL OR j."maxCapacity" IS NULL OR j."maxNoShows" IS NULL
+                                 OR j."createdAt" IS NULL
                                 THEN 'name, maxCapacity, maxNoShows and createdAt are required'
                        END
                    WHEN j.st IS NULL AND j.t <> 'PatientMarkedNoShow' THEN 'unknown event type'
@@ -70,30 +96,30 @@ BEGIN
                    WHEN j.p IS NULL THEN 'patientId is required'
                    WHEN j.t = 'PatientCheckedIn' THEN
                        CASE WHEN j.before IN ('WAITING', 'CALLED') THEN 'the patient is ' || j.before
-                            WHEN j.d ->> 'patientName' IS NULL OR priority_rank(j.d ->> 'priority') IS NULL
-                                 OR j.d ->> 'consultationType' IS NULL OR j.d ->> 'checkedInAt' IS NULL
+                            WHEN j."patientName" IS NULL OR priority_rank(j.priority) IS NULL
+                                 OR j."consultationType" IS NULL OR j."checkedInAt" IS NULL
                                 THEN 'patientName, priority, consultationType and checkedInAt are required'
                        END
                    WHEN j.t = 'PatientCalled' THEN
                        CASE WHEN j.before IS DISTINCT FROM 'WAITING' THEN 'the patient is not WAITING'
-                            WHEN j.d ->> 'calledAt' IS NULL OR j.d ->> 'consultingRoom' IS NULL
+                            WHEN j."calledAt" IS NULL OR j."consultingRoom" IS NULL
                                 THEN 'calledAt and consultingRoom are required'
                        END
                    WHEN j.t = 'PatientConsultationCompleted' THEN
                        CASE WHEN j.before IS DISTINCT FROM 'CALLED' THEN 'the patient is not CALLED'
-                            WHEN j.d ->> 'completedAt' IS NULL THEN 'completedAt is required'
+                            WHEN j."completedAt" IS NULL THEN 'completedAt is required'
                        END
                    WHEN j.t = 'PatientMarkedNoShow' THEN
                        CASE WHEN j.before IS DISTINCT FROM 'CALLED' THEN 'the patient is not CALLED'
                             WHEN j.st IS NULL OR j.st NOT IN ('WAITING', 'NO_SHOW')
                                 THEN 'status must be WAITING or NO_SHOW'
-                            WHEN j.d ->> 'noShowCount' IS NULL OR j.d ->> 'markedAt' IS NULL
+                            WHEN j."noShowCount" IS NULL OR j."markedAt" IS NULL
                                 THEN 'noShowCount and markedAt are required'
                        END
                    WHEN j.t = 'PatientCheckInCancelled' THEN
                        CASE WHEN j.before IS NULL OR j.before NOT IN ('WAITING', 'CALLED')
                                 THEN 'the patient is neither WAITING nor CALLED'
-                            WHEN j.d ->> 'cancelledAt' IS NULL THEN 'cancelledAt is required'
+                            WHEN j."cancelledAt" IS NULL THEN 'cancelledAt is required'
                        END
                END AS problem
           FROM judged j
@@ -101,50 +127,61 @@ BEGIN
         SELECT c.*, min(c.v) FILTER (WHERE c.problem IS NOT NULL) OVER (PARTITION BY c.q) AS bad_v
           FROM checked c
     ), good AS (
-        SELECT f.q, f.v, f.t, f.at, f.d, f.p, f.st, f.before,
+        SELECT f.q, f.v, f.t, f.at, f.p, f.st, f.before, f.name, f."maxCapacity",
+               f."maxNoShows", f."createdAt", f."patientName", f.priority,
+               f."consultationType", f.notes, f."checkedInAt",
                f.t = 'PatientCheckedIn' OR (f.t = 'PatientMarkedNoShow' AND f.st = 'WAITING') AS requeues,
-               CASE WHEN f.t = 'PatientCheckedIn' THEN (f.d ->> 'checkedInAt')::timestamptz
-                    ELSE (f.d ->> 'markedAt')::timestamptz END AS queued_at,
+               CASE WHEN f.t = 'PatientCheckedIn' THEN f."checkedInAt" ELSE f."markedAt" END AS queued_at,
                f.t IN ('PatientCheckedIn', 'PatientMarkedNoShow') AS counts_no_shows,
-               CASE WHEN f.t = 'PatientMarkedNoShow' THEN (f.d ->> 'noShowCount')::integer ELSE 0 END
-                   AS no_show_count,
+               CASE WHEN f.t = 'PatientMarkedNoShow' THEN f."noShowCount" ELSE 0 END AS no_show_count,
                f.t IN ('PatientCheckedIn', 'PatientCalled')
                  OR (f.t = 'PatientMarkedNoShow' AND f.st = 'WAITING') AS sets_call,
-               CASE WHEN f.t = 'PatientCalled' THEN (f.d ->> 'calledAt')::timestamptz END AS called_at,
-               CASE WHEN f.t = 'PatientCalled' THEN f.d ->> 'consultingRoom' END AS consulting_room,
+               CASE WHEN f.t = 'PatientCalled' THEN f."calledAt" END AS called_at,
+               CASE WHEN f.t = 'PatientCalled' THEN f."consultingRoom" END AS consulting_room,
                f.t IN ('PatientCheckedIn', 'PatientConsultationCompleted') AS sets_completed,
-               CASE WHEN f.t = 'PatientConsultationCompleted' THEN (f.d ->> 'completedAt')::timestamptz END
-                   AS completed_at,
+               CASE WHEN f.t = 'PatientConsultationCompleted' THEN f."completedAt" END AS completed_at,
                f.t <> 'PatientCalled' AS sets_finished,
-               CASE f.t WHEN 'PatientConsultationCompleted' THEN (f.d ->> 'completedAt')::timestamptz
-                        WHEN 'PatientMarkedNoShow' THEN
-                            CASE WHEN f.st = 'NO_SHOW' THEN (f.d ->> 'markedAt')::timestamptz END
-                        WHEN 'PatientCheckInCancelled' THEN (f.d ->> 'cancelledAt')::timestamptz
+               CASE f.t WHEN 'PatientConsultationCompleted' THEN f."completedAt"
+                        WHEN 'PatientMarkedNoShow' THEN CASE WHEN f.st = 'NO_SHOW' THEN f."markedAt" END
+                        WHEN 'PatientCheckInCancelled' THEN f."cancelledAt"
                END AS finished_at
           FROM flagged f
          WHERE f.bad_v IS NULL OR f.v < f.bad_v
     ), folded AS (
+        -- Input in (queue, patient, version) order; x[count(*) FILTER (WHERE c)] is the last
+        -- value among the rows where c holds.
         SELECT g.q, g.p, max(g.v) AS last_v,
-               (array_agg(g.st ORDER BY g.v DESC))[1] AS st,
-               (array_agg(g.d ORDER BY g.v DESC) FILTER (WHERE g.t = 'PatientCheckedIn'))[1] AS ci,
-               bool_or(g.requeues) AS requeued,
-               (array_agg(g.queued_at ORDER BY g.v DESC) FILTER (WHERE g.requeues))[1] AS queued_at,
-               (array_agg(g.v ORDER BY g.v DESC) FILTER (WHERE g.requeues))[1] AS queue_seq,
-               bool_or(g.counts_no_shows) AS counted,
-               (array_agg(g.no_show_count ORDER BY g.v DESC) FILTER (WHERE g.counts_no_shows))[1]
-                   AS no_show_count,
-               bool_or(g.sets_call) AS called,
-               (array_agg(g.called_at ORDER BY g.v DESC) FILTER (WHERE g.sets_call))[1] AS called_at,
-               (array_agg(g.consulting_room ORDER BY g.v DESC) FILTER (WHERE g.sets_call))[1]
-                   AS consulting_room,
-               bool_or(g.sets_completed) AS completed,
-               (array_agg(g.completed_at ORDER BY g.v DESC) FILTER (WHERE g.sets_completed))[1]
-                   AS completed_at,
-               bool_or(g.sets_finished) AS finished,
-               (array_agg(g.finished_at ORDER BY g.v DESC) FILTER (WHERE g.sets_finished))[1]
-                   AS finished_at
-          FROM good g
-         WHERE g.p IS NOT NULL
+               (array_agg(g.st))[count(*)] AS st,
+               count(*) FILTER (WHERE g.t = 'PatientCheckedIn') > 0 AS checked_in,
+               (array_agg(g."patientName") FILTER (WHERE g.t = 'PatientCheckedIn'))
+                   [count(*) FILTER (WHERE g.t = 'PatientCheckedIn')] AS patient_name,
+               (array_agg(g.priority) FILTER (WHERE g.t = 'PatientCheckedIn'))
+                   [count(*) FILTER (WHERE g.t = 'PatientCheckedIn')] AS priority,
+               (array_agg(g."consultationType") FILTER (WHERE g.t = 'PatientCheckedIn'))
+                   [count(*) FILTER (WHERE g.t = 'PatientCheckedIn')] AS consultation_type,
+               (array_agg(g.notes) FILTER (WHERE g.t = 'PatientCheckedIn'))
+                   [count(*) FILTER (WHERE g.t = 'PatientCheckedIn')] AS notes,
+               (array_agg(g."checkedInAt") FILTER (WHERE g.t = 'PatientCheckedIn'))
+                   [count(*) FILTER (WHERE g.t = 'PatientCheckedIn')] AS checked_in_at,
+               count(*) FILTER (WHERE g.requeues) > 0 AS requeued,
+               (array_agg(g.queued_at) FILTER (WHERE g.requeues))[count(*) FILTER (WHERE g.requeues)]
+                   AS queued_at,
+               max(g.v) FILTER (WHERE g.requeues) AS queue_seq,
+               count(*) FILTER (WHERE g.counts_no_shows) > 0 AS counted,
+               (array_agg(g.no_show_count) FILTER (WHERE g.counts_no_shows))
+                   [count(*) FILTER (WHERE g.counts_no_shows)] AS no_show_count,
+               count(*) FILTER (WHERE g.sets_call) > 0 AS called,
+               (array_agg(g.called_at) FILTER (WHERE g.sets_call))[count(*) FILTER (WHERE g.sets_call)]
+                   AS called_at,
+               (array_agg(g.consulting_room) FILTER (WHERE g.sets_call))
+                   [count(*) FILTER (WHERE g.sets_call)] AS consulting_room,
+               count(*) FILTER (WHERE g.sets_completed) > 0 AS completed,
+               (array_agg(g.completed_at) FILTER (WHERE g.sets_completed))
+                   [count(*) FILTER (WHERE g.sets_completed)] AS completed_at,
+               count(*) FILTER (WHERE g.sets_finished) > 0 AS finished,
+               (array_agg(g.finished_at) FILTER (WHERE g.sets_finished))
+                   [count(*) FILTER (WHERE g.sets_finished)] AS finished_at
+          FROM (SELECT * FROM good WHERE good.p IS NOT NULL ORDER BY good.q, good.p, good.v) g
          GROUP BY g.q, g.p
     ), patients AS (
         INSERT INTO waiting_patients AS w
@@ -152,16 +189,16 @@ BEGIN
                 status, queued_at, queue_seq, no_show_count, checked_in_at, called_at, consulting_room,
                 completed_at, finished_at, updated_by_event_version)
         SELECT f.q, f.p,
-               CASE WHEN f.ci IS NULL THEN o.patient_name ELSE f.ci ->> 'patientName' END,
-               CASE WHEN f.ci IS NULL THEN o.priority ELSE f.ci ->> 'priority' END,
-               CASE WHEN f.ci IS NULL THEN o.priority_rank ELSE priority_rank(f.ci ->> 'priority') END,
-               CASE WHEN f.ci IS NULL THEN o.consultation_type ELSE f.ci ->> 'consultationType' END,
-               CASE WHEN f.ci IS NULL THEN o.notes ELSE f.ci ->> 'notes' END,
+               CASE WHEN f.checked_in THEN f.patient_name ELSE o.patient_name END,
+               CASE WHEN f.checked_in THEN f.priority ELSE o.priority END,
+               CASE WHEN f.checked_in THEN priority_rank(f.priority) ELSE o.priority_rank END,
+               CASE WHEN f.checked_in THEN f.consultation_type ELSE o.consultation_type END,
+               CASE WHEN f.checked_in THEN f.notes ELSE o.notes END,
                f.st,
                CASE WHEN f.requeued THEN f.queued_at ELSE o.queued_at END,
                CASE WHEN f.requeued THEN f.queue_seq ELSE o.queue_seq END,
                CASE WHEN f.counted THEN f.no_show_count ELSE o.no_show_count END,
-               CASE WHEN f.ci IS NULL THEN o.checked_in_at ELSE (f.ci ->> 'checkedInAt')::timestamptz END,
+               CASE WHEN f.checked_in THEN f.checked_in_at ELSE o.checked_in_at END,
                CASE WHEN f.called THEN f.called_at ELSE o.called_at END,
                CASE WHEN f.called THEN f.consulting_room ELSE o.consulting_room END,
                CASE WHEN f.completed THEN f.completed_at ELSE o.completed_at END,
@@ -187,7 +224,10 @@ BEGIN
                updated_by_event_version = EXCLUDED.updated_by_event_version
     ), per_queue AS (
         SELECT g.q, max(g.v) AS last_v, (array_agg(g.at ORDER BY g.v DESC))[1] AS last_at,
-               (array_agg(g.d) FILTER (WHERE g.t = 'WaitingQueueCreated'))[1] AS created,
+               (array_agg(g.name) FILTER (WHERE g.t = 'WaitingQueueCreated'))[1] AS name,
+               (array_agg(g."maxCapacity") FILTER (WHERE g.t = 'WaitingQueueCreated'))[1] AS max_capacity,
+               (array_agg(g."maxNoShows") FILTER (WHERE g.t = 'WaitingQueueCreated'))[1] AS max_no_shows,
+               (array_agg(g."createdAt") FILTER (WHERE g.t = 'WaitingQueueCreated'))[1] AS created_at,
                coalesce(sum((g.st = 'WAITING')::integer - (g.before IS NOT DISTINCT FROM 'WAITING')::integer)
                         FILTER (WHERE g.p IS NOT NULL), 0)::integer AS waiting,
                coalesce(sum((g.st = 'CALLED')::integer - (g.before IS NOT DISTINCT FROM 'CALLED')::integer)
@@ -198,11 +238,10 @@ BEGIN
         INSERT INTO waiting_queue_view (queue_id, queue_name, max_capacity, max_no_shows,
                                         current_patient_count, waiting_count, called_count,
                                         created_at, updated_at, updated_by_event_version)
-        SELECT pq.q, pq.created ->> 'name', (pq.created ->> 'maxCapacity')::integer,
-               (pq.created ->> 'maxNoShows')::integer, pq.waiting + pq.called, pq.waiting, pq.called,
-               (pq.created ->> 'createdAt')::timestamptz, pq.last_at, pq.last_v
+        SELECT pq.q, pq.name, pq.max_capacity, pq.max_no_shows, pq.waiting + pq.called, pq.waiting,
+               pq.called, pq.created_at, pq.last_at, pq.last_v
           FROM per_queue pq
-         WHERE pq.created IS NOT NULL
+         WHERE pq.created_at IS NOT NULL
     ), old_queues AS (
         UPDATE waiting_queue_view w
            SET current_patient_count = w.current_patient_count + pq.waiting + pq.called,
@@ -211,7 +250,7 @@ BEGIN
                updated_at = pq.last_at,
                updated_by_event_version = pq.last_v
           FROM per_queue pq
-         WHERE w.queue_id = pq.q AND pq.created IS NULL
+         WHERE w.queue_id = pq.q AND pq.created_at IS NULL
     )
     SELECT f.q, f.v,
            format('waiting_room: %s v%s does not fit patient %s of queue %s: %s',

@@ -141,17 +141,28 @@ pub struct ProjectionHealth {
     pub parked: Vec<ParkedStream>,
 }
 
+/// Streams come from the snapshots (every stream has one from its creation); each stream's
+/// head is one backward index lookup.
 const HEALTH: &str = "\
+WITH heads AS (
+    SELECT s.stream_id, m.top
+      FROM waiting_room_snapshots s
+     CROSS JOIN LATERAL (SELECT max(e.version) AS top FROM waiting_room_events e
+                          WHERE e.stream_id = s.stream_id) m
+)
 SELECT p.name,
-       (SELECT count(*) FROM waiting_room_streams),
-       (SELECT count(*) FROM waiting_room_streams s
-          LEFT JOIN projection_checkpoints c ON c.projection = p.name AND c.stream_id = s.stream_id
-         WHERE coalesce(c.last_version, 0) < s.version),
-       (SELECT coalesce(sum(s.version - coalesce(c.last_version, 0)), 0)::bigint FROM waiting_room_streams s
-          LEFT JOIN projection_checkpoints c ON c.projection = p.name AND c.stream_id = s.stream_id
-         WHERE coalesce(c.last_version, 0) < s.version),
+       (SELECT count(*) FROM heads),
+       b.streams_behind,
+       b.events_behind,
        (SELECT max(updated_at) FROM projection_checkpoints c WHERE c.projection = p.name)
-  FROM projections p ORDER BY p.name";
+  FROM projections p
+ CROSS JOIN LATERAL (
+       SELECT count(*) AS streams_behind,
+              coalesce(sum(h.top - coalesce(c.last_version, 0)), 0)::bigint AS events_behind
+         FROM heads h
+         LEFT JOIN projection_checkpoints c ON c.projection = p.name AND c.stream_id = h.stream_id
+        WHERE coalesce(c.last_version, 0) < h.top) b
+ ORDER BY p.name";
 
 const PARKED: &str = "SELECT stream_id, parked_version, last_error, parked_at FROM projection_checkpoints \
      WHERE projection = $1 AND status = 'PARKED' ORDER BY parked_at, stream_id LIMIT 100";

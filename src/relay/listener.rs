@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use super::cursor::{self, Cursor};
+use super::cursor::{Cursor, Queries};
 use crate::store::DbConfig;
 
 /// Advisory lock (two-key form) held by the active relay; `pg_locks` shows it as
@@ -18,13 +18,13 @@ pub const LEADER_LOCK: (i32, i32) = (0x7761_6974, 0x7265_6c79);
 /// The NOTIFY channel the append trigger uses.
 pub const CHANNEL: &str = "waiting_room_outbox";
 
-const SET_WAITING: &str = "UPDATE relay_state SET waiting = true, updated_at = clock_timestamp()";
-const CLEAR_WAITING: &str =
-    "UPDATE relay_state SET waiting = false, updated_at = clock_timestamp() WHERE waiting";
+/// The idle flag is a sequence: setting it is not transactional, so appends see it at once
+/// (see `sql/functions/relay.sql`).
+const SET_WAITING: &str = "SELECT setval('relay_wakeup', 1)";
+const CLEAR_WAITING: &str = "SELECT setval('relay_wakeup', 0)";
 /// The next transaction id to be assigned: every transaction at or above it started after
 /// the flag was committed, so its trigger sees the flag and notifies.
 const BARRIER: &str = "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint";
-const PASSED: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint >= $1";
 
 /// Whether going idle found work after all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,10 +38,9 @@ pub enum Idle {
 /// The leader's connection. Dropping it releases leadership.
 pub struct Listener {
     client: tokio_postgres::Client,
+    queries: Queries,
     wakeups: mpsc::UnboundedReceiver<()>,
     lost: bool,
-    /// The "waiting" flag was raised by this relay and may still be up.
-    flag_up: bool,
 }
 
 impl Listener {
@@ -80,17 +79,23 @@ impl Listener {
                 "SET synchronous_commit = off; SET application_name = 'waitroom-relay'; LISTEN {CHANNEL}"
             ))
             .await?;
+        let queries = Queries::prepare(&client).await?;
         Ok(Self {
             client,
+            queries,
             wakeups,
             lost: false,
-            flag_up: false,
         })
     }
 
     /// The connection, for claims and cursor updates.
     pub fn client(&self) -> &tokio_postgres::Client {
         &self.client
+    }
+
+    /// The cursor statements, prepared on [`Listener::client`].
+    pub fn queries(&self) -> &Queries {
+        &self.queries
     }
 
     /// Whether the connection (and with it leadership) is gone.
@@ -105,38 +110,34 @@ impl Listener {
         }
     }
 
-    /// Moves the cursor after a batch, and lowers the flag if this relay raised it and no
-    /// append has lowered it yet (so appends stop notifying a relay that is awake).
-    pub async fn advance(&mut self, to: &Cursor) -> Result<(), tokio_postgres::Error> {
-        cursor::advance(&self.client, to).await?;
-        if self.flag_up {
-            self.client.execute(CLEAR_WAITING, &[]).await?;
-            self.flag_up = false;
-        }
-        Ok(())
+    /// Lowers the flag: appends stop notifying. Call it as soon as the relay is awake.
+    pub async fn awake(&mut self) -> Result<(), tokio_postgres::Error> {
+        self.client.batch_execute(CLEAR_WAITING).await
     }
 
     /// Going idle: discard stale wake-ups, raise the flag, wait until every transaction that
-    /// could have missed it has ended, then re-check for events past `at`.
+    /// could have missed it has ended, then re-check for events past `at`. On
+    /// [`Idle::Asleep`] the flag stays up; call [`Listener::awake`] after the wake-up.
     pub async fn idle(&mut self, at: &Cursor) -> Result<Idle, tokio_postgres::Error> {
         while let Ok(()) = self.wakeups.try_recv() {}
         self.client.batch_execute(SET_WAITING).await?;
-        self.flag_up = true;
         let barrier: i64 = self.client.query_one(BARRIER, &[]).await?.get(0);
         let mut delay = Duration::from_micros(500);
         loop {
-            if cursor::pending(&self.client, at).await? {
+            if self.queries.pending(&self.client, at).await? {
+                self.awake().await?;
                 return Ok(Idle::Work);
             }
-            let passed: bool = self.client.query_one(PASSED, &[&barrier]).await?.get(0);
-            if passed {
-                // One last look: a writer that ended between the two queries.
-                if cursor::pending(&self.client, at).await? {
+            if self.queries.horizon(&self.client).await? >= barrier {
+                // One last look, in a snapshot taken after every writer below the barrier ended.
+                if self.queries.pending(&self.client, at).await? {
+                    self.awake().await?;
                     return Ok(Idle::Work);
                 }
                 return Ok(Idle::Asleep);
             }
-            // Only in-flight writers hold the barrier back, for the length of their transaction.
+            // Only in-flight event writers hold the barrier back, for the length of their
+            // transaction.
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_millis(20));
         }

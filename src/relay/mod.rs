@@ -13,24 +13,30 @@ pub mod cursor;
 mod listener;
 mod publish;
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio_util::sync::CancellationToken;
 
-pub use cursor::{Claimed, Cursor, Outgoing, claim, pending};
+pub use cursor::{Claimed, Cursor, Outgoing, Queries};
 pub use listener::{CHANNEL, Idle, LEADER_LOCK, Listener};
-pub use publish::{BatchOutcome, DISPATCHED_AT_HEADER, MAX_ATTEMPTS, Publisher, Settled, settle};
+pub use publish::{
+    BatchOutcome, Confirms, DISPATCHED_AT_HEADER, MAX_ATTEMPTS, Publisher, Settled, settle,
+};
 
 use crate::broker::{BrokerNames, BrokerUnreachable};
 use crate::state::{LiveState, RelayRole};
 use crate::store::DbConfig;
 use crate::telemetry::{EventTypeLabel, Metrics};
 
-/// Events per batch (one claim, one round of confirms, one cursor update).
+/// Most events per batch (one claim, one round of confirms, one cursor update).
 pub const BATCH_SIZE: i64 = 500;
+/// Batches sent before the oldest one's confirms are in.
+pub const IN_FLIGHT: usize = 16;
+/// While confirms are outstanding, how often the relay looks for new events.
+const CLAIM_EVERY: Duration = Duration::from_millis(2);
 /// How often an idle leader re-checks the outbox without a notification (lost-connection cover).
 pub const SAFETY_SWEEP: Duration = Duration::from_secs(5);
 /// Longest pause while committed events wait behind an older in-flight transaction.
@@ -65,7 +71,7 @@ impl Leader {
     /// Waits for the leader lock (blocking while another relay leads), then reads the cursor.
     pub async fn acquire(db: &DbConfig) -> Result<Self, tokio_postgres::Error> {
         let listener = Listener::acquire(db).await?;
-        let cursor = cursor::load(listener.client()).await?;
+        let cursor = listener.queries().load(listener.client()).await?;
         Ok(Self {
             listener,
             cursor,
@@ -106,15 +112,18 @@ impl Relay {
         }
     }
 
-    /// One step: claim the next events, publish them with confirms, move the cursor past
-    /// what RabbitMQ confirmed (and what is dead). Returns what happened.
+    /// One step: claim the next events, publish them, wait for their confirms, move the
+    /// cursor past what RabbitMQ confirmed (and what is dead). Returns what happened.
     pub async fn publish_batch(
         &self,
         leader: &mut Leader,
         publisher: &Publisher,
     ) -> Result<BatchOutcome, RelayError> {
-        let client = leader.listener.client();
-        let Claimed { events, claimed_at } = claim(client, &leader.cursor, BATCH_SIZE).await?;
+        let listener = &leader.listener;
+        let Claimed { events, claimed_at } = listener
+            .queries()
+            .claim(listener.client(), &leader.cursor, BATCH_SIZE)
+            .await?;
         if events.is_empty() {
             return Ok(BatchOutcome::default());
         }
@@ -125,11 +134,23 @@ impl Relay {
                 return Err(e);
             }
         };
-        let settled = settle(client, &events, &acked).await?;
+        self.settle_batch(leader, &events, &acked).await
+    }
+
+    /// Records what RabbitMQ said about a batch and moves the cursor (see [`settle`]).
+    async fn settle_batch(
+        &self,
+        leader: &mut Leader,
+        events: &[Outgoing],
+        acked: &[bool],
+    ) -> Result<BatchOutcome, RelayError> {
+        let client = leader.listener.client();
+        let queries = leader.listener.queries();
+        let settled = settle(client, events, acked).await?;
         if !leader.refused.is_empty() {
             let now_published: Vec<i64> = events
                 .iter()
-                .zip(&acked)
+                .zip(acked)
                 .filter(|(e, ok)| **ok && leader.refused.contains(&e.global_position))
                 .map(|(e, _)| e.global_position)
                 .collect();
@@ -142,14 +163,14 @@ impl Relay {
         }
         leader.refused.extend(&settled.retry);
         if let Some(to) = settled.cursor {
-            leader.listener.advance(&to).await?;
+            queries.advance(client, &to).await?;
             leader.cursor = to;
         }
         let mut outcome = BatchOutcome {
             claimed: events.len(),
             ..BatchOutcome::default()
         };
-        for (event, ok) in events.iter().zip(&acked) {
+        for (event, ok) in events.iter().zip(acked) {
             if *ok {
                 outcome.published += 1;
                 self.metrics
@@ -244,49 +265,106 @@ impl Relay {
                 }
             }
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => {}
                 _ = leader.listener.notified() => {}
                 _ = tokio::time::sleep(SAFETY_SWEEP) => {}
+            }
+            // Awake: appends stop notifying. (On shutdown too, so that nobody notifies a
+            // relay that is gone.)
+            if let Err(e) = leader.listener.awake().await {
+                tracing::warn!(error = %crate::store::describe(&e), "relay: cannot lower the idle flag");
             }
         }
     }
 
-    /// Publishes batches until nothing is past the cursor. Events that are committed but
-    /// wait behind an older in-flight transaction get short pauses instead of the idle
-    /// handshake: under load there always are some, and the relay keeps up without ever
-    /// asking appends to notify it.
+    /// Publishes until nothing is past the cursor. Up to [`IN_FLIGHT`] batches are sent
+    /// before the oldest is confirmed (RabbitMQ persists before it confirms, which takes
+    /// milliseconds to tens of milliseconds under load), and batches are settled in order,
+    /// so the cursor only ever passes confirmed events. Events that are committed but wait
+    /// behind an older in-flight writer get short pauses instead of the idle handshake:
+    /// under load there always are some, and the relay keeps up without ever asking appends
+    /// to notify it.
     async fn drain(
         &self,
         leader: &mut Leader,
         publisher: &mut Option<Publisher>,
         shutdown: &CancellationToken,
     ) -> Result<(), RelayError> {
+        let p = match publisher {
+            Some(p) if p.is_connected() => p,
+            _ => {
+                *publisher = None;
+                publisher.insert(Publisher::connect(&self.amqp_url, &self.names).await?)
+            }
+        };
+        let mut in_flight: VecDeque<(Vec<Outgoing>, Confirms)> = VecDeque::new();
+        // Claimed (and sent) up to here; the stored cursor trails it by the batches in flight.
+        let mut ahead = leader.cursor;
         let mut wait = Duration::from_micros(200);
         loop {
-            let p = match publisher {
-                Some(p) if p.is_connected() => p,
-                _ => {
-                    *publisher = None;
-                    publisher.insert(Publisher::connect(&self.amqp_url, &self.names).await?)
+            if in_flight.len() < IN_FLIGHT && !shutdown.is_cancelled() {
+                let listener = &leader.listener;
+                let Claimed { events, claimed_at } = listener
+                    .queries()
+                    .claim(listener.client(), &ahead, BATCH_SIZE)
+                    .await?;
+                if let Some(last) = events.last() {
+                    ahead = last.cursor;
+                    let confirms = match p.send(&events, claimed_at).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            self.metrics.publish_failures.inc_by(events.len() as u64);
+                            return Err(e);
+                        }
+                    };
+                    wait = Duration::from_micros(200);
+                    in_flight.push_back((events, confirms));
+                }
+            }
+            let window_open = in_flight.len() < IN_FLIGHT;
+            let Some((_, confirms)) = in_flight.front_mut() else {
+                if shutdown.is_cancelled() {
+                    return Ok(());
+                }
+                let listener = &leader.listener;
+                if !listener
+                    .queries()
+                    .pending(listener.client(), &ahead)
+                    .await?
+                {
+                    return Ok(());
+                }
+                sleep_or_cancel(shutdown, wait).await;
+                wait = (wait * 2).min(BARRIER_WAIT_MAX);
+                continue;
+            };
+            // Keep claiming while confirms are outstanding, unless the window is full.
+            let acked = if window_open {
+                match tokio::time::timeout(CLAIM_EVERY, confirms).await {
+                    Ok(acked) => acked,
+                    Err(_) => continue,
+                }
+            } else {
+                confirms.await
+            };
+            let (events, _) = in_flight.pop_front().expect("the front batch exists");
+            let acked = match acked {
+                Ok(acked) => acked,
+                Err(e) => {
+                    self.metrics.publish_failures.inc_by(events.len() as u64);
+                    return Err(e);
                 }
             };
-            let outcome = self.publish_batch(leader, p).await?;
+            let outcome = self.settle_batch(leader, &events, &acked).await?;
             if outcome.refused > 0 {
-                // Back off instead of hammering a broker that is refusing messages.
+                // Later batches were sent past a refused event: let their confirms arrive,
+                // keep the cursor where it stopped, and back off instead of hammering a broker
+                // that is refusing messages. They are sent again from the cursor.
+                for (_, confirms) in in_flight.drain(..) {
+                    let _ = confirms.await;
+                }
                 return Err(RelayError::Refused(outcome.refused));
             }
-            if shutdown.is_cancelled() {
-                return Ok(());
-            }
-            if outcome.claimed > 0 {
-                wait = Duration::from_micros(200);
-                continue;
-            }
-            if !pending(leader.listener.client(), &leader.cursor).await? {
-                return Ok(());
-            }
-            sleep_or_cancel(shutdown, wait).await;
-            wait = (wait * 2).min(BARRIER_WAIT_MAX);
         }
     }
 }

@@ -1,7 +1,11 @@
 //! Publishing with confirms: every message of a batch goes out before the first confirm is
-//! awaited, then the batch is settled in order. Nothing is treated as published that
+//! awaited (and the relay sends further batches while RabbitMQ persists earlier ones), then
+//! batches are settled in order. Nothing is treated as published that
 //! RabbitMQ did not confirm; refusals are counted per event and retried, and after
 //! [`MAX_ATTEMPTS`] the event is dead (skipped; projectors heal the gap from the store).
+
+use std::future::Future;
+use std::pin::Pin;
 
 use chrono::{DateTime, Utc};
 use lapin::BasicProperties as AMQPProperties;
@@ -74,13 +78,23 @@ impl Publisher {
         self.connection.status().connected() && self.channel.status().connected()
     }
 
-    /// Publishes every event, then waits for each confirm. `Ok(true)` = acked.
+    /// Publishes every event and waits for each confirm. `Ok(true)` = acked.
     /// An `Err` means the broker or connection failed: nothing can be trusted as confirmed.
     pub async fn publish(
         &self,
         batch: &[Outgoing],
         dispatched_at: DateTime<Utc>,
     ) -> Result<Vec<bool>, RelayError> {
+        self.send(batch, dispatched_at).await?.await
+    }
+
+    /// Sends every event (the frames are on their way) and returns a future of their
+    /// confirms, in batch order, so the caller can publish more while RabbitMQ persists these.
+    pub async fn send(
+        &self,
+        batch: &[Outgoing],
+        dispatched_at: DateTime<Utc>,
+    ) -> Result<Confirms, RelayError> {
         let mut headers = FieldTable::default();
         headers.insert(
             DISPATCHED_AT_HEADER.into(),
@@ -110,13 +124,18 @@ impl Publisher {
                 .await?;
             confirms.push(confirm);
         }
-        let mut acked = Vec::with_capacity(confirms.len());
-        for confirm in confirms {
-            acked.push(confirm.await?.is_ack());
-        }
-        Ok(acked)
+        Ok(Box::pin(async move {
+            let mut acked = Vec::with_capacity(confirms.len());
+            for confirm in confirms {
+                acked.push(confirm.await?.is_ack());
+            }
+            Ok(acked)
+        }))
     }
 }
+
+/// The confirms of a sent batch, in order: `true` = acked.
+pub type Confirms = Pin<Box<dyn Future<Output = Result<Vec<bool>, RelayError>> + Send>>;
 
 /// How far a settled batch moves the cursor.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

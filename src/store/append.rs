@@ -1,9 +1,9 @@
 //! Executing a command: decide against the stream's state (cached in memory, see
-//! [`super::cache`]), then append the events + the stream row's new version (+ a snapshot
-//! now and then) + the idempotency record in ONE statement: one round trip, one transaction.
-//! The statement only succeeds from the version the command was decided on; when another
-//! process moved the stream on, the state is reloaded and the command decided again, a
-//! bounded number of times.
+//! [`super::cache`]), then append the events (+ a snapshot now and then) + the idempotency
+//! record in ONE prepared statement: one round trip, one transaction, one row per event.
+//! The unique (stream_id, version) of the events is the concurrency check: when another
+//! process appended to the stream since its state was cached, the insert fails, the state is
+//! reloaded and the command decided again, a bounded number of times.
 
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::Serialize;
@@ -12,8 +12,6 @@ use uuid::Uuid;
 
 use super::error::unique_violation;
 use super::{Store, StoreError};
-use tokio_postgres::types::ToSql;
-
 use crate::domain::{Command, Event, QueueState, Rejection, SCHEMA_VERSION};
 
 /// How often a command is re-decided after losing a race before giving up (503).
@@ -72,61 +70,37 @@ const REMEMBER_REJECTION: &str = "INSERT INTO idempotency_keys (idempotency_key,
 const FIND_IDEMPOTENT: &str =
     "SELECT request, response FROM idempotency_keys WHERE idempotency_key = $1";
 
-/// The events' insert, shared by both appends: `$1`.. are the events' columns.
-macro_rules! insert_events {
-    ($guard:literal) => {
-        concat!(
-            "ev AS (
+/// One statement, one transaction: the events, a snapshot of the stream when `$12` is set,
+/// and the idempotency record. The event row is the outbox: the relay reads it behind its
+/// cursor. A unique violation on (stream_id, version) means another process appended to the
+/// stream since its state was cached.
+const APPEND: &str = "\
+WITH ev AS (
     INSERT INTO waiting_room_events
         (event_id, stream_id, version, event_type, schema_version, occurred_at,
          correlation_id, causation_id, actor, payload)
     SELECT id, $2, v, t, $5, o, $6, $7, $8, p
       FROM unnest($1::uuid[], $3::int[], $4::text[], $9::timestamptz[], $10::jsonb[]) AS x(id, v, t, o, p)
-     WHERE EXISTS (SELECT 1 FROM ",
-            $guard,
-            ")
     RETURNING global_position, version
+), snapshot AS (
+    INSERT INTO waiting_room_snapshots AS s (stream_id, version, state)
+    SELECT $2, $11, $12 WHERE $12::jsonb IS NOT NULL
+    ON CONFLICT (stream_id) DO UPDATE
+       SET version = EXCLUDED.version, state = EXCLUDED.state, updated_at = clock_timestamp()
+     WHERE s.version < EXCLUDED.version
 ), idem AS (
     INSERT INTO idempotency_keys (idempotency_key, request, stream_id, response)
-    SELECT $13, $14, $2, $15 WHERE $13::text IS NOT NULL AND EXISTS (SELECT 1 FROM ",
-            $guard,
-            ")
+    SELECT $13, $14, $2, $15 WHERE $13::text IS NOT NULL
 )
-SELECT global_position FROM ev ORDER BY version"
-        )
-    };
-}
-
-/// Appends to an existing stream, in ONE statement (one round trip, one transaction): moves
-/// the stream row from the version the command was decided on (`$16`) to the new one
-/// (`$11`), snapshotting it when `$12` is set, and inserts the events and the idempotency
-/// record only if that worked. No row back means another writer got there first. The event
-/// row is the outbox: the relay reads it behind its cursor.
-const APPEND: &str = concat!(
-    "WITH stream AS (
-    UPDATE waiting_room_streams
-       SET version = $11, updated_at = clock_timestamp(),
-           state = coalesce($12, state),
-           snapshot_version = CASE WHEN $12::jsonb IS NULL THEN snapshot_version ELSE $11 END
-     WHERE stream_id = $2 AND version = $16
-    RETURNING 1
-), ",
-    insert_events!("stream")
-);
-
-/// Starts a stream: as [`APPEND`], but the stream row must not exist yet.
-const APPEND_FIRST: &str = concat!(
-    "WITH stream AS (
-    INSERT INTO waiting_room_streams (stream_id, version, snapshot_version, state)
-    VALUES ($2, $11, $11, $12)
-    ON CONFLICT (stream_id) DO NOTHING
-    RETURNING 1
-), ",
-    insert_events!("stream")
-);
+-- Wake the relay if it sleeps (see sql/functions/relay.sql); the flag is read per event
+-- row, after this transaction has its id.
+SELECT ev.global_position,
+       CASE WHEN (SELECT w.last_value FROM relay_wakeup w WHERE ev.global_position > 0) = 1
+            THEN pg_notify('waiting_room_outbox', '') END IS NULL
+  FROM ev ORDER BY ev.version";
 
 const LOAD_SNAPSHOT: &str =
-    "SELECT snapshot_version, state FROM waiting_room_streams WHERE stream_id = $1";
+    "SELECT version, state FROM waiting_room_snapshots WHERE stream_id = $1";
 const LOAD_TAIL: &str = "SELECT version, event_type, payload FROM waiting_room_events \
      WHERE stream_id = $1 AND version > $2 ORDER BY version";
 
@@ -139,7 +113,8 @@ fn now() -> DateTime<Utc> {
 /// How one attempt ended.
 enum Attempt<T> {
     Done(Executed<T>),
-    /// Another process appended to the stream since this one cached it.
+    /// Another process appended to the stream since this one cached it (the insert hit the
+    /// unique (stream_id, version)).
     Stale,
 }
 
@@ -197,12 +172,6 @@ impl Store {
                         .await?
                         .ok_or_else(|| StoreError::Corrupt("idempotency key vanished".into()));
                 }
-                Err(StoreError::Database(e))
-                    if unique_violation(Some(&e)) == Some("waiting_room_events_stream_version") =>
-                {
-                    // Only a stream row out of step with its events gets here; reload.
-                    self.metrics.conflict_retries.inc();
-                }
                 Err(e) => return Err(e),
             }
         }
@@ -251,8 +220,8 @@ impl Store {
             }
         };
         let expected = state.version;
-        // The state moves on in place; anything but success below drops it, so the next
-        // command reloads it from the store.
+        // The state moves on in place; a failed append below drops it, so the next attempt
+        // reloads it from the store.
         let mut events = Vec::with_capacity(decided.len());
         for event in decided {
             state.apply(&event);
@@ -265,35 +234,36 @@ impl Store {
                 event,
             });
         }
-        let outcome = append(&client, state, expected, stream_id, &events, ctx, respond).await;
-        let result = match outcome {
-            Ok(Some(response)) => Ok(Attempt::Done(Executed {
-                response,
-                replayed: false,
-            })),
-            Ok(None) => Err(None),
-            Err(e) => Err(Some(e)),
-        };
-        match result {
-            Ok(done) => {
+        match append(&client, state, expected, stream_id, &events, ctx, respond).await {
+            Ok(response) => {
                 for e in &events {
                     self.metrics
                         .events_appended
                         .get_or_create(&crate::telemetry::EventTypeLabel::new(e.event.event_type()))
                         .inc();
                 }
-                Ok(done)
+                Ok(Attempt::Done(Executed {
+                    response,
+                    replayed: false,
+                }))
             }
             Err(e) => {
                 *cached = None;
-                e.map_or(Ok(Attempt::Stale), Err)
+                match e {
+                    StoreError::Database(e)
+                        if unique_violation(Some(&e))
+                            == Some("waiting_room_events_stream_version") =>
+                    {
+                        Ok(Attempt::Stale)
+                    }
+                    e => Err(e),
+                }
             }
         }
     }
 }
 
 /// The append statement for `events` (already applied to `state`, which was at `expected`).
-/// `None` when the stream row has moved on since `expected`.
 async fn append<T, F>(
     client: &deadpool_postgres::Client,
     state: &QueueState,
@@ -302,15 +272,20 @@ async fn append<T, F>(
     events: &[NewEvent],
     ctx: &CommandContext,
     respond: &F,
-) -> Result<Option<T>, StoreError>
+) -> Result<T, StoreError>
 where
     T: Serialize,
     F: Fn(&Decided<'_>) -> T,
 {
     let response = respond(&Decided { state, events });
-    let response_json = serde_json::to_value(&response)
-        .map(|r| serde_json::json!({ "response": r }))
-        .map_err(|e| StoreError::Corrupt(format!("response does not serialise: {e}")))?;
+    let response_json = match &ctx.idempotency {
+        Some(_) => Some(
+            serde_json::to_value(&response)
+                .map(|r| serde_json::json!({ "response": r }))
+                .map_err(|e| StoreError::Corrupt(format!("response does not serialise: {e}")))?,
+        ),
+        None => None,
+    };
     let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
     let versions: Vec<i32> = events.iter().map(|e| e.version).collect();
     let types: Vec<&str> = events.iter().map(|e| e.event.event_type()).collect();
@@ -330,32 +305,30 @@ where
         Some(i) => (Some(i.key.as_str()), Some(&i.request)),
         None => (None, None),
     };
-    let expected = i32::try_from(expected).unwrap_or(i32::MAX);
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
-        &ids,
-        &stream_id,
-        &versions,
-        &types,
-        &SCHEMA_VERSION,
-        &ctx.correlation_id,
-        &ctx.causation_id,
-        &ctx.actor,
-        &times,
-        &payloads,
-        &version,
-        &snapshot,
-        &key,
-        &request,
-        &response_json,
-    ];
-    let statement = if expected == 0 {
-        client.prepare_cached(APPEND_FIRST).await?
-    } else {
-        params.push(&expected);
-        client.prepare_cached(APPEND).await?
-    };
-    let rows = client.query(&statement, &params).await?;
-    Ok((!rows.is_empty()).then_some(response))
+    let statement = client.prepare_cached(APPEND).await?;
+    client
+        .query(
+            &statement,
+            &[
+                &ids,
+                &stream_id,
+                &versions,
+                &types,
+                &SCHEMA_VERSION,
+                &ctx.correlation_id,
+                &ctx.causation_id,
+                &ctx.actor,
+                &times,
+                &payloads,
+                &version,
+                &snapshot,
+                &key,
+                &request,
+                &response_json,
+            ],
+        )
+        .await?;
+    Ok(response)
 }
 
 /// A stream's state: its snapshot plus the events after it (a missing stream is empty).

@@ -127,8 +127,18 @@ impl DbConfig {
 
     /// A connection pool of at most `size` connections.
     pub fn pool(&self, size: usize) -> Pool {
+        self.pool_named(size, None)
+    }
+
+    /// A pool whose sessions show `application_name` in `pg_stat_activity` (default:
+    /// the URL's, else `waitroom`), so operators can tell the roles' sessions apart.
+    pub fn pool_named(&self, size: usize, application_name: Option<&str>) -> Pool {
+        let mut config = self.config.clone();
+        if let Some(name) = application_name {
+            config.application_name(name);
+        }
         let manager = Manager::from_config(
-            self.config.clone(),
+            config,
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,

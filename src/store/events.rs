@@ -77,11 +77,11 @@ impl Store {
     pub async fn stream_version(&self, stream_id: &str) -> Result<Option<i32>, StoreError> {
         let client = self.pool.get().await?;
         let row = client
-            .query_opt(
-                "SELECT version FROM waiting_room_streams WHERE stream_id = $1",
+            .query_one(
+                "SELECT max(version) FROM waiting_room_events WHERE stream_id = $1",
                 &[&stream_id],
             )
             .await?;
-        Ok(row.map(|r| r.get(0)))
+        Ok(row.get(0))
     }
 }

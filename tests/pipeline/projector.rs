@@ -277,15 +277,106 @@ async fn a_failing_projection_parks_its_stream_while_other_streams_keep_flowing(
 }
 
 #[tokio::test]
-async fn projection_functions_never_reuse_a_generic_plan_made_on_empty_read_models() {
-    // A generic plan cached in the long-lived projector session made one event on a queue
-    // of a few hundred patients take seconds; the functions force custom plans.
+async fn a_plan_cached_on_empty_read_models_still_looks_patients_up_by_key_on_a_big_queue() {
+    // A generic plan cached in the long-lived projector session once made one event on a
+    // queue of a few hundred patients take seconds (it scanned the whole table per event).
+    // The projection functions pin nested loops over the indexes: cache the plans on empty
+    // read models, grow a queue to thousands of patients, and look at the plan that runs.
     let app = TestApp::spawn_with(isolated_settings(), Roles::API).await;
-    let configured: i64 = app
-        .scalar(
-            "SELECT count(*) FROM pg_proc WHERE proname IN ('waiting_room_apply', 'project_batch') \
-             AND 'plan_cache_mode=force_custom_plan' = ANY (proconfig)",
+    app.create_queue("big", 10_000).await;
+    let db = waitroom::store::DbConfig::parse(&app.settings.database_url).unwrap();
+    let (client, mut connection) = db.config().connect(tokio_postgres::NoTls).await.unwrap();
+    let (tx, mut notices) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        use futures_util::StreamExt;
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notice(n) = message {
+                let _ = tx.send(n.message().to_owned());
+            }
+        }
+    });
+    // Cache the plans while the read models are nearly empty, with statistics that say so
+    // (plpgsql keeps a statement's plan after five executions, so apply another queue's
+    // events one at a time).
+    client
+        .batch_execute(
+            "ANALYZE waiting_patients, waiting_queue_view, waiting_room_events, event_lag_facts, \
+             projection_checkpoints",
         )
-        .await;
-    assert_eq!(configured, 2);
+        .await
+        .unwrap();
+    app.create_queue("warm", 100).await;
+    for p in 0..7 {
+        assert_eq!(
+            app.check_in("warm", &format!("w{p}"), "High")
+                .await
+                .status(),
+            201
+        );
+    }
+    for version in 1..=8 {
+        client
+            .query(
+                "SELECT * FROM project_batch('waiting_room', ARRAY['warm', 'big'], ARRAY[$1::int, 1])",
+                &[&version],
+            )
+            .await
+            .unwrap();
+    }
+    // Thousands of patients in the queue (the statistics still say it is empty), then six
+    // more events through the same session.
+    client
+        .batch_execute(
+            "INSERT INTO waiting_patients (queue_id, patient_id, patient_name, priority, priority_rank, \
+               consultation_type, status, queued_at, queue_seq, checked_in_at, updated_by_event_version) \
+             SELECT 'big', 'old-' || i, 'P', 'Low', 1, 'GP', 'COMPLETED', now(), 0, now(), 1 \
+               FROM generate_series(1, 5000) i",
+        )
+        .await
+        .unwrap();
+    for p in 0..6 {
+        assert_eq!(
+            app.check_in("big", &format!("p{p}"), "Low").await.status(),
+            201
+        );
+    }
+    client
+        .batch_execute(
+            "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; \
+             SET auto_explain.log_nested_statements = on; SET auto_explain.log_analyze = on; SET auto_explain.log_level = notice; \
+             SET client_min_messages = notice",
+        )
+        .await
+        .unwrap();
+    let applied: i32 = client
+        .query_one(
+            "SELECT applied FROM project_batch('waiting_room', ARRAY['big'], ARRAY[7])",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(applied, 6);
+    let mut plans = String::new();
+    while let Ok(n) = notices.try_recv() {
+        plans.push_str(&n);
+        plans.push('\n');
+    }
+    assert!(
+        plans.contains("Index Scan using waiting_patients_pkey"),
+        "the plan looks patients up by key: {plans}"
+    );
+    // A plan that scans the queue's patients for every event discards thousands of rows.
+    let most_discarded = plans
+        .lines()
+        .filter_map(|l| l.split("Rows Removed by ").nth(1))
+        .filter_map(|rest| rest.split(": ").nth(1))
+        .filter_map(|n| n.trim().parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        most_discarded < 100,
+        "no plan scans a read model to find a few rows ({most_discarded} rows discarded): {plans}"
+    );
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use waitroom::app::Roles;
-use waitroom::relay::{Leader, Publisher, Relay, claim};
+use waitroom::relay::{Leader, Publisher, Queries, Relay};
 use waitroom::state::{LiveState, RelayRole};
 use waitroom::store::DbConfig;
 use waitroom::telemetry::Metrics;
@@ -30,15 +30,15 @@ async fn a_relay_killed_between_publish_and_mark_redelivers_and_the_event_is_app
         .await
         .unwrap();
     let client = app.pool.get().await.unwrap();
-    let cursor = waitroom::relay::cursor::load(&client).await.unwrap();
-    // Other tests' transactions on the cluster may hold the commit-safe barrier for a moment.
-    let mut batch = claim(&client, &cursor, 100).await.unwrap();
+    let queries = Queries::prepare(&client).await.unwrap();
+    let cursor = queries.load(&client).await.unwrap();
+    let mut batch = queries.claim(&client, &cursor, 100).await.unwrap();
     for _ in 0..500 {
         if batch.events.len() == 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
-        batch = claim(&client, &cursor, 100).await.unwrap();
+        batch = queries.claim(&client, &cursor, 100).await.unwrap();
     }
     assert_eq!(batch.events.len(), 2);
     let acked = publisher
@@ -204,18 +204,31 @@ async fn publish_batch_claims_only_committed_rows_and_reports_what_it_did() {
     }
     assert_eq!(published, 1);
 
-    // An in-flight transaction holds back every row committed after it began.
+    // An event writer in flight holds back every event committed after it took its id: its
+    // own event would come first in publish order.
     let mut blocker = app.pool.get().await.unwrap();
     let tx = blocker.transaction().await.unwrap();
-    tx.execute("SELECT pg_current_xact_id()", &[])
-        .await
-        .unwrap();
+    tx.execute(
+        "INSERT INTO waiting_room_events (event_id, stream_id, version, event_type, occurred_at, \
+         correlation_id, actor, payload) VALUES (gen_random_uuid(), 'blocker', 1, \
+         'WaitingQueueCreated', now(), 't', 't', '{}')",
+        &[],
+    )
+    .await
+    .unwrap();
     assert_eq!(app.check_in("q", "p1", "Low").await.status(), 201);
     let outcome = relay.publish_batch(&mut leader, &publisher).await.unwrap();
     assert_eq!(
         outcome.claimed, 0,
-        "a row committed after an in-flight transaction began must wait"
+        "an event committed after an in-flight event writer took its id must wait"
     );
+    // A transaction that writes anything else does not hold the relay back.
+    let mut other = app.pool.get().await.unwrap();
+    let other_tx = other.transaction().await.unwrap();
+    other_tx
+        .execute("SELECT pg_current_xact_id()", &[])
+        .await
+        .unwrap();
     tx.rollback().await.unwrap();
 
     let mut outcome = Default::default();
@@ -230,6 +243,7 @@ async fn publish_batch_claims_only_committed_rows_and_reports_what_it_did() {
         (outcome.claimed, outcome.published, outcome.refused),
         (1, 1, 0)
     );
+    other_tx.rollback().await.unwrap();
     let outcome = relay.publish_batch(&mut leader, &publisher).await.unwrap();
     assert_eq!(outcome.claimed, 0);
     assert!(

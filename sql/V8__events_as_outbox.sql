@@ -1,9 +1,11 @@
 -- V8: cheaper appends and set-based projections (docs/performance.md has the measurements).
 --
 -- * The event table is the outbox. Each event row carries its writing transaction id; the
---   relay publishes in (txid, global_position) order behind a cursor, so an append writes
---   one row instead of three (event, outbox row, lag row) and the relay writes one small
---   cursor row per batch instead of two updates per event.
+--   relay publishes each event once it is visible, batch by batch: a batch is the events
+--   that became visible between two snapshots (as PgQ does), and the relay's cursor is the
+--   last snapshot it has published. An append writes one row instead of three (event,
+--   outbox row, lag row) and the relay writes one small cursor row per batch instead of two
+--   updates per event.
 -- * Lag facts are written once, by the transaction that projects the event.
 -- * waiting_room_outbox and event_processing_lag keep their names and columns as views.
 -- * position_in_queue is computed when read (an index holds the call order), so an event
@@ -16,28 +18,49 @@
 -- unpublished one.
 ALTER TABLE waiting_room_events ADD COLUMN txid xid8 NOT NULL DEFAULT pg_current_xact_id();
 COMMENT ON COLUMN waiting_room_events.txid IS
-    'The writing transaction id. The relay publishes rows whose txid is below the oldest '
-    'in-flight transaction, in (txid, global_position) order, so a later commit never slips '
-    'in behind its cursor.';
+    'The writing transaction id: the relay publishes events by the snapshots in which they '
+    'became visible (see relay_cursor).';
 CREATE INDEX waiting_room_events_relay_order ON waiting_room_events (txid, global_position);
 
--- How far the relay has published: every event at or before (txid, global_position) has
--- been confirmed by RabbitMQ (or given up on, see waiting_room_outbox_failures).
+-- How far the relay has published. Every event visible in `done` has been confirmed by
+-- RabbitMQ (or given up on, see waiting_room_outbox_failures). While a large batch is
+-- published in parts, the events visible in `upper` (and not in `done`) up to
+-- (after_txid, after_position) in publish order are published too.
 CREATE TABLE relay_cursor (
-    id              boolean     PRIMARY KEY DEFAULT true CHECK (id),
-    txid            xid8        NOT NULL,
-    global_position bigint      NOT NULL,
-    advanced_at     timestamptz NOT NULL DEFAULT clock_timestamp()
+    id             boolean     PRIMARY KEY DEFAULT true CHECK (id),
+    done           pg_snapshot NOT NULL,
+    upper          pg_snapshot,
+    after_txid     xid8,
+    after_position bigint,
+    advanced_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
+    CHECK ((upper IS NULL) = (after_txid IS NULL) AND (upper IS NULL) = (after_position IS NULL))
 );
 COMMENT ON TABLE relay_cursor IS
-    'The relay''s high-water mark in (txid, global_position) order: everything at or before it is published.';
+    'The relay''s progress: events visible in done (and, mid-batch, those visible in upper up '
+    'to (after_txid, after_position)) are published.';
 
-INSERT INTO relay_cursor (txid, global_position)
-SELECT pg_current_xact_id(),
-       coalesce((SELECT min(global_position) - 1 FROM waiting_room_outbox
-                  WHERE published_at IS NULL AND failed_at IS NULL),
-                (SELECT max(global_position) FROM waiting_room_events),
-                0);
+-- Every existing event carries this transaction's id X. Nothing unpublished: done sees all
+-- of them (X+1:X+1:). Otherwise done sees none (X:X:) and the partial batch covers them up
+-- to the last one before the oldest unpublished.
+INSERT INTO relay_cursor (done, upper, after_txid, after_position)
+SELECT CASE WHEN u.first IS NULL THEN format('%s:%s:', x.id + 1, x.id + 1)
+            ELSE format('%s:%s:', x.id, x.id) END::pg_snapshot,
+       CASE WHEN u.first IS NOT NULL THEN format('%s:%s:', x.id + 1, x.id + 1)::pg_snapshot END,
+       CASE WHEN u.first IS NOT NULL THEN pg_current_xact_id() END,
+       u.first - 1
+  FROM (SELECT pg_current_xact_id()::text::bigint AS id) x,
+       (SELECT min(global_position) AS first FROM waiting_room_outbox
+         WHERE published_at IS NULL AND failed_at IS NULL) u;
+
+-- Whether the relay has published event (t, p) according to cursor c.
+CREATE FUNCTION relay_published(t xid8, p bigint, c relay_cursor) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT pg_visible_in_snapshot(t, c.done)
+        OR coalesce(pg_visible_in_snapshot(t, c.upper) AND (t, p) <= (c.after_txid, c.after_position),
+                    false)
+$$;
+COMMENT ON FUNCTION relay_published(xid8, bigint, relay_cursor) IS
+    'Whether the relay has published the event written by transaction t at position p.';
 
 -- Whether the relay is idle and wants a NOTIFY (1) or is busy (0). A sequence, not a row:
 -- setval() and reads of it are not transactional, so an append sees the flag as it is at
@@ -126,18 +149,24 @@ COMMENT ON TABLE waiting_room_snapshots IS
 
 -- ---------------------------------------------------------------- views with the old names
 
+-- Unpublished events are among those not visible in the cursor's `done` snapshot: the
+-- ones at or past its xmax and the ones of the transactions it saw in flight.
 CREATE OR REPLACE VIEW outbox_pending AS
-SELECT (SELECT count(*) FROM waiting_room_events e, relay_cursor c
-         WHERE (e.txid, e.global_position) > (c.txid, c.global_position)
-           AND NOT EXISTS (SELECT 1 FROM waiting_room_outbox_failures f
-                            WHERE f.global_position = e.global_position AND f.failed_at IS NOT NULL))
-           AS pending,
-       (SELECT (extract(epoch FROM clock_timestamp() - min(e.recorded_at)) * 1000)::double precision
-          FROM waiting_room_events e, relay_cursor c
-         WHERE (e.txid, e.global_position) > (c.txid, c.global_position)
-           AND NOT EXISTS (SELECT 1 FROM waiting_room_outbox_failures f
-                            WHERE f.global_position = e.global_position AND f.failed_at IS NOT NULL))
-           AS oldest_age_ms,
+WITH unpublished AS (
+    SELECT e.global_position, e.recorded_at
+      FROM relay_cursor c
+     CROSS JOIN LATERAL (
+           SELECT * FROM waiting_room_events e WHERE e.txid >= pg_snapshot_xmax(c.done)
+           UNION ALL
+           SELECT * FROM waiting_room_events e
+            WHERE e.txid = ANY (ARRAY(SELECT pg_snapshot_xip(c.done)))) e
+     WHERE NOT relay_published(e.txid, e.global_position, c)
+       AND NOT EXISTS (SELECT 1 FROM waiting_room_outbox_failures f
+                        WHERE f.global_position = e.global_position AND f.failed_at IS NOT NULL)
+)
+SELECT (SELECT count(*) FROM unpublished) AS pending,
+       (SELECT (extract(epoch FROM clock_timestamp() - min(recorded_at)) * 1000)::double precision
+          FROM unpublished) AS oldest_age_ms,
        (SELECT count(*) FROM waiting_room_outbox_failures WHERE failed_at IS NOT NULL) AS failed;
 
 DROP TABLE waiting_room_outbox;
@@ -153,7 +182,7 @@ SELECT e.global_position, e.event_id, e.stream_id, e.event_type, e.txid, e.recor
  CROSS JOIN relay_cursor c
   LEFT JOIN waiting_room_outbox_failures x ON x.global_position = e.global_position
   LEFT JOIN event_lag_facts l ON l.event_id = e.event_id
- CROSS JOIN LATERAL (SELECT (e.txid, e.global_position) <= (c.txid, c.global_position)
+ CROSS JOIN LATERAL (SELECT relay_published(e.txid, e.global_position, c)
                             AND x.failed_at IS NULL AS published) p;
 COMMENT ON VIEW waiting_room_outbox IS
     'One row per event: published_at is null until RabbitMQ confirmed it (the relay''s dispatch '
@@ -178,7 +207,7 @@ SELECT e.event_id, e.global_position, e.stream_id, e.version, e.event_type, e.re
   FROM waiting_room_events e
  CROSS JOIN relay_cursor c
   LEFT JOIN waiting_room_outbox_failures x ON x.global_position = e.global_position
- CROSS JOIN LATERAL (SELECT (e.txid, e.global_position) <= (c.txid, c.global_position)
+ CROSS JOIN LATERAL (SELECT relay_published(e.txid, e.global_position, c)
                             AND x.failed_at IS NULL AS published) p
  WHERE NOT EXISTS (SELECT 1 FROM event_lag_facts f WHERE f.event_id = e.event_id);
 COMMENT ON VIEW event_processing_lag IS

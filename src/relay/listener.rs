@@ -22,9 +22,6 @@ pub const CHANNEL: &str = "waiting_room_outbox";
 /// (see `sql/functions/relay.sql`).
 const SET_WAITING: &str = "SELECT setval('relay_wakeup', 1)";
 const CLEAR_WAITING: &str = "SELECT setval('relay_wakeup', 0)";
-/// The next transaction id to be assigned: every transaction at or above it started after
-/// the flag was committed, so its trigger sees the flag and notifies.
-const BARRIER: &str = "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint";
 
 /// Whether going idle found work after all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,29 +112,41 @@ impl Listener {
         self.client.batch_execute(CLEAR_WAITING).await
     }
 
-    /// Going idle: discard stale wake-ups, raise the flag, wait until every transaction that
-    /// could have missed it has ended, then re-check for events past `at`. On
-    /// [`Idle::Asleep`] the flag stays up; call [`Listener::awake`] after the wake-up.
+    /// Going idle: discard stale wake-ups, raise the flag, then look for events past `at`
+    /// until every transaction that was in flight when the flag went up has ended (one that
+    /// read the flag before it went up may still commit events). On [`Idle::Asleep`] the
+    /// flag stays up; call [`Listener::awake`] after the wake-up.
     pub async fn idle(&mut self, at: &Cursor) -> Result<Idle, tokio_postgres::Error> {
+        if at.partial.is_some() {
+            return Ok(Idle::Work);
+        }
         while let Ok(()) = self.wakeups.try_recv() {}
         self.client.batch_execute(SET_WAITING).await?;
-        let barrier: i64 = self.client.query_one(BARRIER, &[]).await?.get(0);
+        // A claim taken after the flag went up: its snapshot is the one to wait out.
+        let first = self.queries.claim(&self.client, at, 1).await?;
+        if !first.events.is_empty() {
+            self.awake().await?;
+            return Ok(Idle::Work);
+        }
+        let flagged = first.next.done;
         let mut delay = Duration::from_micros(500);
         loop {
-            if self.queries.pending(&self.client, at).await? {
+            let settled = self.queries.settled(&self.client, &flagged).await?;
+            // One more look, in a snapshot taken after that check.
+            if !self
+                .queries
+                .claim(&self.client, at, 1)
+                .await?
+                .events
+                .is_empty()
+            {
                 self.awake().await?;
                 return Ok(Idle::Work);
             }
-            if self.queries.horizon(&self.client).await? >= barrier {
-                // One last look, in a snapshot taken after every writer below the barrier ended.
-                if self.queries.pending(&self.client, at).await? {
-                    self.awake().await?;
-                    return Ok(Idle::Work);
-                }
+            if settled {
                 return Ok(Idle::Asleep);
             }
-            // Only in-flight event writers hold the barrier back, for the length of their
-            // transaction.
+            // Only transactions that were in flight hold this back, for as long as they run.
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_millis(20));
         }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio_util::sync::CancellationToken;
 
-pub use cursor::{Claimed, Cursor, Outgoing, Queries};
+pub use cursor::{Claimed, Cursor, Outgoing, Partial, Queries};
 pub use listener::{CHANNEL, Idle, LEADER_LOCK, Listener};
 pub use publish::{
     BatchOutcome, Confirms, DISPATCHED_AT_HEADER, MAX_ATTEMPTS, Publisher, Settled, settle,
@@ -39,8 +39,6 @@ pub const IN_FLIGHT: usize = 16;
 const CLAIM_EVERY: Duration = Duration::from_millis(2);
 /// How often an idle leader re-checks the outbox without a notification (lost-connection cover).
 pub const SAFETY_SWEEP: Duration = Duration::from_secs(5);
-/// Longest pause while committed events wait behind an older in-flight transaction.
-const BARRIER_WAIT_MAX: Duration = Duration::from_millis(10);
 
 /// What can stop a relay step.
 #[derive(Debug, thiserror::Error)]
@@ -80,8 +78,8 @@ impl Leader {
     }
 
     /// How far this leader has published.
-    pub fn cursor(&self) -> Cursor {
-        self.cursor
+    pub fn cursor(&self) -> &Cursor {
+        &self.cursor
     }
 }
 
@@ -120,7 +118,11 @@ impl Relay {
         publisher: &Publisher,
     ) -> Result<BatchOutcome, RelayError> {
         let listener = &leader.listener;
-        let Claimed { events, claimed_at } = listener
+        let Claimed {
+            events,
+            claimed_at,
+            next,
+        } = listener
             .queries()
             .claim(listener.client(), &leader.cursor, BATCH_SIZE)
             .await?;
@@ -134,15 +136,17 @@ impl Relay {
                 return Err(e);
             }
         };
-        self.settle_batch(leader, &events, &acked).await
+        self.settle_batch(leader, &events, &acked, next).await
     }
 
-    /// Records what RabbitMQ said about a batch and moves the cursor (see [`settle`]).
+    /// Records what RabbitMQ said about a batch and, when every event is confirmed or dead,
+    /// moves the cursor to `next` (see [`settle`]).
     async fn settle_batch(
         &self,
         leader: &mut Leader,
         events: &[Outgoing],
         acked: &[bool],
+        next: Cursor,
     ) -> Result<BatchOutcome, RelayError> {
         let client = leader.listener.client();
         let queries = leader.listener.queries();
@@ -162,9 +166,9 @@ impl Relay {
             }
         }
         leader.refused.extend(&settled.retry);
-        if let Some(to) = settled.cursor {
-            queries.advance(client, &to).await?;
-            leader.cursor = to;
+        if settled.complete {
+            queries.advance(client, &next).await?;
+            leader.cursor = next;
         }
         let mut outcome = BatchOutcome {
             claimed: events.len(),
@@ -249,8 +253,8 @@ impl Relay {
             if shutdown.is_cancelled() {
                 return;
             }
-            // The barrier can be held by any long writing transaction on the cluster; stay stoppable.
-            let cursor = leader.cursor;
+            // Going idle waits out transactions that were in flight; stay stoppable.
+            let cursor = leader.cursor.clone();
             let idle = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 idle = leader.listener.idle(&cursor) => idle,
@@ -280,10 +284,7 @@ impl Relay {
     /// Publishes until nothing is past the cursor. Up to [`IN_FLIGHT`] batches are sent
     /// before the oldest is confirmed (RabbitMQ persists before it confirms, which takes
     /// milliseconds to tens of milliseconds under load), and batches are settled in order,
-    /// so the cursor only ever passes confirmed events. Events that are committed but wait
-    /// behind an older in-flight writer get short pauses instead of the idle handshake:
-    /// under load there always are some, and the relay keeps up without ever asking appends
-    /// to notify it.
+    /// so the stored cursor only ever passes confirmed events.
     async fn drain(
         &self,
         leader: &mut Leader,
@@ -297,19 +298,22 @@ impl Relay {
                 publisher.insert(Publisher::connect(&self.amqp_url, &self.names).await?)
             }
         };
-        let mut in_flight: VecDeque<(Vec<Outgoing>, Confirms)> = VecDeque::new();
+        let mut in_flight: VecDeque<(Vec<Outgoing>, Confirms, Cursor)> = VecDeque::new();
         // Claimed (and sent) up to here; the stored cursor trails it by the batches in flight.
-        let mut ahead = leader.cursor;
-        let mut wait = Duration::from_micros(200);
+        let mut ahead = leader.cursor.clone();
         loop {
             if in_flight.len() < IN_FLIGHT && !shutdown.is_cancelled() {
                 let listener = &leader.listener;
-                let Claimed { events, claimed_at } = listener
+                let Claimed {
+                    events,
+                    claimed_at,
+                    next,
+                } = listener
                     .queries()
                     .claim(listener.client(), &ahead, BATCH_SIZE)
                     .await?;
-                if let Some(last) = events.last() {
-                    ahead = last.cursor;
+                ahead = next.clone();
+                if !events.is_empty() {
                     let confirms = match p.send(&events, claimed_at).await {
                         Ok(c) => c,
                         Err(e) => {
@@ -317,26 +321,13 @@ impl Relay {
                             return Err(e);
                         }
                     };
-                    wait = Duration::from_micros(200);
-                    in_flight.push_back((events, confirms));
+                    in_flight.push_back((events, confirms, next));
                 }
             }
             let window_open = in_flight.len() < IN_FLIGHT;
-            let Some((_, confirms)) = in_flight.front_mut() else {
-                if shutdown.is_cancelled() {
-                    return Ok(());
-                }
-                let listener = &leader.listener;
-                if !listener
-                    .queries()
-                    .pending(listener.client(), &ahead)
-                    .await?
-                {
-                    return Ok(());
-                }
-                sleep_or_cancel(shutdown, wait).await;
-                wait = (wait * 2).min(BARRIER_WAIT_MAX);
-                continue;
+            let Some((_, confirms, _)) = in_flight.front_mut() else {
+                // Nothing in flight and nothing new: every committed event is published.
+                return Ok(());
             };
             // Keep claiming while confirms are outstanding, unless the window is full.
             let acked = if window_open {
@@ -347,7 +338,7 @@ impl Relay {
             } else {
                 confirms.await
             };
-            let (events, _) = in_flight.pop_front().expect("the front batch exists");
+            let (events, _, next) = in_flight.pop_front().expect("the front batch exists");
             let acked = match acked {
                 Ok(acked) => acked,
                 Err(e) => {
@@ -355,12 +346,12 @@ impl Relay {
                     return Err(e);
                 }
             };
-            let outcome = self.settle_batch(leader, &events, &acked).await?;
+            let outcome = self.settle_batch(leader, &events, &acked, next).await?;
             if outcome.refused > 0 {
                 // Later batches were sent past a refused event: let their confirms arrive,
                 // keep the cursor where it stopped, and back off instead of hammering a broker
                 // that is refusing messages. They are sent again from the cursor.
-                for (_, confirms) in in_flight.drain(..) {
+                for (_, confirms, _) in in_flight.drain(..) {
                     let _ = confirms.await;
                 }
                 return Err(RelayError::Refused(outcome.refused));

@@ -14,7 +14,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection};
 
 use super::RelayError;
-use super::cursor::{Cursor, Outgoing};
+use super::cursor::Outgoing;
 use crate::broker::{self, BrokerNames};
 
 /// After this many refusals an event is dead: skipped from then on (projectors heal the gap
@@ -137,16 +137,16 @@ impl Publisher {
 /// The confirms of a sent batch, in order: `true` = acked.
 pub type Confirms = Pin<Box<dyn Future<Output = Result<Vec<bool>, RelayError>> + Send>>;
 
-/// How far a settled batch moves the cursor.
+/// What RabbitMQ's answers mean for a batch.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Settled {
-    /// The new cursor: past every confirmed or dead event up to the first live refusal.
-    pub cursor: Option<Cursor>,
-    /// Positions refused and not yet dead (they hold the cursor back until published).
+    /// Every event is confirmed or dead: the cursor may move past the batch.
+    pub complete: bool,
+    /// Positions refused and not yet dead (they keep the cursor where it is until published).
     pub retry: Vec<i64>,
 }
 
-/// Records refusals (`acked[i] == false`) and works out how far the cursor may move.
+/// Records refusals (`acked[i] == false`) and works out whether the batch is complete.
 pub async fn settle(
     client: &tokio_postgres::Client,
     batch: &[Outgoing],
@@ -157,7 +157,7 @@ pub async fn settle(
         .zip(acked)
         .filter_map(|(e, ok)| (!ok).then_some(e))
         .collect();
-    let mut dead = std::collections::HashSet::new();
+    let mut retry = Vec::new();
     if !refused.is_empty() {
         let positions: Vec<i64> = refused.iter().map(|e| e.global_position).collect();
         let ids: Vec<uuid::Uuid> = refused.iter().map(|e| e.event_id).collect();
@@ -168,22 +168,15 @@ pub async fn settle(
             )
             .await?
         {
-            if row.get::<_, bool>(1) {
-                dead.insert(row.get::<_, i64>(0));
+            if !row.get::<_, bool>(1) {
+                retry.push(row.get::<_, i64>(0));
             }
         }
     }
-    let mut settled = Settled::default();
-    for (event, ok) in batch.iter().zip(acked) {
-        if *ok || dead.contains(&event.global_position) {
-            if settled.retry.is_empty() {
-                settled.cursor = Some(event.cursor);
-            }
-        } else {
-            settled.retry.push(event.global_position);
-        }
-    }
-    Ok(settled)
+    Ok(Settled {
+        complete: retry.is_empty(),
+        retry,
+    })
 }
 
 /// Clears `last_error` of events that were refused before and are now published.

@@ -14,6 +14,7 @@ mod cli_errors;
 mod helpers;
 mod idempotency;
 mod lag;
+mod model;
 mod pipeline;
 mod projector;
 mod rebuild;

@@ -171,7 +171,7 @@ async fn a_dead_outbox_row_is_healed_by_the_projector_from_the_event_store() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn publish_batch_claims_only_committed_rows_and_reports_what_it_did() {
+async fn publish_batch_publishes_each_committed_event_once_even_when_commits_overtake_positions() {
     let app = TestApp::spawn_with(isolated_settings(), API_AND_PROJECTOR).await;
     app.create_queue("q", 5).await;
     let metrics = Arc::new(Metrics::new());
@@ -189,69 +189,52 @@ async fn publish_batch_claims_only_committed_rows_and_reports_what_it_did() {
         .await
         .unwrap();
 
-    // Publish the queue creation (other tests' transactions may hold the barrier briefly).
-    let mut published = 0;
-    for _ in 0..500 {
-        published += relay
-            .publish_batch(&mut leader, &publisher)
-            .await
-            .unwrap()
-            .published;
-        if published == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(published, 1);
+    // The queue's creation.
+    let outcome = relay.publish_batch(&mut leader, &publisher).await.unwrap();
+    assert_eq!(
+        (outcome.claimed, outcome.published, outcome.refused),
+        (1, 1, 0)
+    );
 
-    // An event writer in flight holds back every event committed after it took its id: its
-    // own event would come first in publish order.
-    let mut blocker = app.pool.get().await.unwrap();
-    let tx = blocker.transaction().await.unwrap();
+    // A writer takes a global position, then a check-in takes a later one and commits first.
+    let mut slow = app.pool.get().await.unwrap();
+    let tx = slow.transaction().await.unwrap();
     tx.execute(
         "INSERT INTO waiting_room_events (event_id, stream_id, version, event_type, occurred_at, \
-         correlation_id, actor, payload) VALUES (gen_random_uuid(), 'blocker', 1, \
-         'WaitingQueueCreated', now(), 't', 't', '{}')",
+         correlation_id, actor, payload) VALUES (gen_random_uuid(), 'slow', 1, \
+         'WaitingQueueCreated', now(), 't', 't', \
+         '{\"queueId\":\"slow\",\"name\":\"Slow\",\"maxCapacity\":5,\"maxNoShows\":2,\"createdAt\":\"2026-01-01T00:00:00Z\"}')",
         &[],
     )
     .await
     .unwrap();
     assert_eq!(app.check_in("q", "p1", "Low").await.status(), 201);
+    // What has committed is published at once; the slow writer holds nothing back.
     let outcome = relay.publish_batch(&mut leader, &publisher).await.unwrap();
-    assert_eq!(
-        outcome.claimed, 0,
-        "an event committed after an in-flight event writer took its id must wait"
-    );
-    // A transaction that writes anything else does not hold the relay back.
-    let mut other = app.pool.get().await.unwrap();
-    let other_tx = other.transaction().await.unwrap();
-    other_tx
-        .execute("SELECT pg_current_xact_id()", &[])
-        .await
-        .unwrap();
-    tx.rollback().await.unwrap();
-
-    let mut outcome = Default::default();
-    for _ in 0..500 {
-        outcome = relay.publish_batch(&mut leader, &publisher).await.unwrap();
-        if outcome.claimed > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     assert_eq!(
         (outcome.claimed, outcome.published, outcome.refused),
         (1, 1, 0)
     );
-    other_tx.rollback().await.unwrap();
     let outcome = relay.publish_batch(&mut leader, &publisher).await.unwrap();
-    assert_eq!(outcome.claimed, 0);
+    assert_eq!(outcome.claimed, 0, "nothing new is visible");
+
+    // The slow writer commits with the smaller position: it is published next, not skipped.
+    tx.commit().await.unwrap();
+    let outcome = relay.publish_batch(&mut leader, &publisher).await.unwrap();
+    assert_eq!(
+        (outcome.claimed, outcome.published, outcome.refused),
+        (1, 1, 0),
+        "an event that commits after a later position was published is still published"
+    );
+    let outcome = relay.publish_batch(&mut leader, &publisher).await.unwrap();
+    assert_eq!(outcome.claimed, 0, "each event is published once");
     assert!(
         metrics
             .encode()
             .contains("waitroom_events_published_total{event_type=\"PatientCheckedIn\"} 1")
     );
     app.wait_all_processed(Duration::from_secs(10)).await;
+    app.wait_outbox_published().await;
 }
 
 /// A TCP proxy to RabbitMQ that a test can cut and restore, to play "broker down".

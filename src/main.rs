@@ -39,7 +39,11 @@ fn main() -> ExitCode {
         let _ = writeln!(out, "{}", waitroom::api::spec());
         return ExitCode::SUCCESS;
     }
-    waitroom::telemetry::init_logging(&cli.settings.rust_log, cli.settings.log_format);
+    let filter = match &command {
+        Cmd::Bench(_) => waitroom::bench::log_filter(&cli.settings),
+        _ => &cli.settings.rust_log,
+    };
+    waitroom::telemetry::init_logging(filter, cli.settings.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => return fail(format_args!("cannot start the async runtime: {e}")),
@@ -63,6 +67,12 @@ async fn run(command: Cmd, settings: waitroom::config::Settings) -> ExitCode {
             };
         }
         Cmd::Rebuild { projection } => return rebuild(&settings, projection).await,
+        Cmd::Bench(args) => {
+            return match waitroom::bench::run(settings, args.clone()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            };
+        }
         Cmd::Openapi => unreachable!("handled before the runtime starts"),
     };
     let application = match Application::build(settings, roles).await {

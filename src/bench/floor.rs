@@ -58,6 +58,7 @@ pub async fn measure(db: &DbConfig, amqp_url: &str, run_id: &str) -> Result<Floo
         let _ = channel
             .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
             .await;
+        let _ = channel.close(200, "floor done".into()).await;
     }
     let _ = connection.close(200, "floor done".into()).await;
     let mut samples = result?;

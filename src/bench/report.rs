@@ -316,7 +316,7 @@ impl Report {
         if let Some(r) = self.lag_to_floor_ratio {
             t.row("e2e p50 / floor", format!("{r:.1}×"));
         }
-        t.0
+        t.render()
     }
 }
 
@@ -346,13 +346,28 @@ fn opt(v: Option<f64>) -> String {
     v.map_or("-".to_owned(), |v| format!("{v:.2}"))
 }
 
-/// Label column padded to one width.
+/// Rows of label and value, rendered with the labels padded to one width.
 #[derive(Default)]
-struct Table(String);
+struct Table(Vec<(String, String)>);
 
 impl Table {
     fn row(&mut self, label: &str, value: String) {
-        // Writing into a String cannot fail.
-        let _ = writeln!(self.0, "{label:<22}{value}");
+        self.0.push((label.to_owned(), value));
+    }
+
+    fn render(&self) -> String {
+        let width = self
+            .0
+            .iter()
+            .map(|(l, _)| l.chars().count())
+            .max()
+            .unwrap_or(0)
+            + 2;
+        let mut out = String::new();
+        for (label, value) in &self.0 {
+            // Writing into a String cannot fail.
+            let _ = writeln!(out, "{label:<width$}{value}");
+        }
+        out
     }
 }

@@ -10,7 +10,7 @@ use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
 use super::{BenchArgs, BenchError};
-use crate::app::{Application, Roles};
+use crate::app::{Application, Roles, StartupError};
 use crate::broker::{self, BrokerNames};
 use crate::config::Settings;
 use crate::store::{ConnectError, DbConfig};
@@ -70,14 +70,20 @@ impl Target {
         let application = match Application::build(own.clone(), Roles::ALL).await {
             Ok(a) => a,
             Err(e) => {
-                // Build may have created the database (and topology) before failing.
-                remove(&database, &own.amqp_url, &names).await;
+                // Build may have created the database (and topology) before failing; when it
+                // could not reach a service there is nothing to remove, and nothing to say.
+                let quiet = matches!(
+                    e,
+                    StartupError::Database(ConnectError::Unreachable { .. })
+                        | StartupError::Broker(_)
+                );
+                remove(&database, &own.amqp_url, &names, !quiet).await;
                 return Err(e.into());
             }
         };
-        let Some(addr) = application.http_addr() else {
-            unreachable!("Roles::ALL binds the HTTP port");
-        };
+        let addr = application
+            .http_addr()
+            .ok_or_else(|| BenchError::Driver("the in-process API has no address".into()))?;
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(application.run_until_stopped(shutdown.clone()));
         Ok(Self {
@@ -113,13 +119,14 @@ impl Target {
         };
         p.shutdown.cancel();
         let _ = tokio::time::timeout(STOP_WITHIN, p.handle).await;
-        remove(&self.database, &p.amqp_url, &p.names).await;
+        remove(&self.database, &p.amqp_url, &p.names, true).await;
     }
 }
 
 /// Drops the database and deletes the queues and exchanges of `names`; best effort, since
-/// it runs on the way out (a leftover is named `waitroom_bench_*` / `*.bench_*`).
-async fn remove(database: &DbConfig, amqp_url: &str, names: &BrokerNames) {
+/// it runs on the way out (a leftover is named `waitroom_bench_*` / `*.bench_*`). Failures
+/// are logged when `report` is set.
+async fn remove(database: &DbConfig, amqp_url: &str, names: &BrokerNames, report: bool) {
     let mut admin = database.config().clone();
     admin.dbname("postgres");
     match admin.connect(NoTls).await {
@@ -130,14 +137,21 @@ async fn remove(database: &DbConfig, amqp_url: &str, names: &BrokerNames) {
                 "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
                 database.dbname()
             );
-            if let Err(e) = client.batch_execute(&drop).await {
+            if let Err(e) = client.batch_execute(&drop).await
+                && report
+            {
                 tracing::warn!(error = %e, database = database.dbname(), "bench: cannot drop database");
             }
         }
-        Err(e) => tracing::warn!(error = %e, "bench: cannot connect to drop the database"),
+        Err(e) if report => {
+            tracing::warn!(error = %e, "bench: cannot connect to drop the database")
+        }
+        Err(_) => {}
     }
     let Ok(connection) = broker::connect(amqp_url, "waitroom-bench-cleanup").await else {
-        tracing::warn!("bench: cannot connect to RabbitMQ to delete the bench queues");
+        if report {
+            tracing::warn!("bench: cannot connect to RabbitMQ to delete the bench queues");
+        }
         return;
     };
     if let Ok(channel) = connection.create_channel().await {
@@ -151,6 +165,8 @@ async fn remove(database: &DbConfig, amqp_url: &str, names: &BrokerNames) {
                 .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
                 .await;
         }
+        // Closed before the connection: a channel dropped mid-close logs a spurious error.
+        let _ = channel.close(200, "bench done".into()).await;
     }
     let _ = connection.close(200, "bench done".into()).await;
 }

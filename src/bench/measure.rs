@@ -74,6 +74,11 @@ pub struct Lag {
     pub measured: i64,
     /// Of those, marked `FAILED` (their streams are parked).
     pub failed: i64,
+    /// Of the projected ones, those whose lag row was last written by the relay's "mark
+    /// published" transaction after the projection committed (possible with the old
+    /// `event_processing_lag`): their commit-time lag is overstated. `None` when the
+    /// schema cannot tell (no `waiting_room_outbox`) or the facts table is insert-only.
+    pub rewritten_by_relay: Option<i64>,
     /// E2E lag percentiles (`source`).
     pub e2e: Option<Percentiles>,
     /// The facts' in-transaction clock lag (`total_lag_ms`), for comparison.
@@ -102,6 +107,8 @@ pub struct Measurer {
     client: Client,
     source: LagSource,
     table: &'static str,
+    /// Whether the relay's rewrites of lag rows can be counted (see [`Lag::rewritten_by_relay`]).
+    check_rewrites: bool,
 }
 
 impl Measurer {
@@ -120,7 +127,8 @@ impl Measurer {
             .query_one(
                 "SELECT to_regclass('waiting_room_events') IS NOT NULL, \
                         to_regclass($1) IS NOT NULL, \
-                        current_setting('track_commit_timestamp') = 'on'",
+                        current_setting('track_commit_timestamp') = 'on', \
+                        to_regclass('waiting_room_outbox') IS NOT NULL",
                 &[&LAG_FACTS_TABLES[0]],
             )
             .await
@@ -144,6 +152,7 @@ impl Measurer {
             client,
             source,
             table,
+            check_rewrites: table == LAG_FACTS_TABLES[1] && row.get::<_, bool>(3),
         })
     }
 
@@ -244,11 +253,22 @@ impl Measurer {
             .query(&lag_sql(self.table, self.source), &[&start, &end])
             .await
             .map_err(BenchError::query("compute the lag percentiles"))?;
+        let rewritten_by_relay = if self.check_rewrites {
+            let row = self
+                .client
+                .query_one(REWRITTEN_BY_RELAY, &[&start, &end])
+                .await
+                .map_err(BenchError::query("count lag rows rewritten by the relay"))?;
+            Some(row.get(0))
+        } else {
+            None
+        };
         let mut lag = Lag {
             source: self.source,
             table: self.table,
             events: counts.get(0),
             failed: counts.get(1),
+            rewritten_by_relay,
             measured: 0,
             e2e: None,
             clock: None,
@@ -278,6 +298,16 @@ impl Measurer {
         Ok(lag)
     }
 }
+
+/// The relay's mark-published transaction updates the outbox row and the lag row together,
+/// so a lag row sharing its xmin with a marked outbox row (not the append's) was last
+/// written by the relay, not by the projection.
+const REWRITTEN_BY_RELAY: &str = "\
+SELECT count(*) FROM waiting_room_events e
+  JOIN event_processing_lag f ON f.event_id = e.event_id
+  JOIN waiting_room_outbox o ON o.event_id = e.event_id
+ WHERE e.global_position > $1 AND e.global_position <= $2
+   AND f.status = 'PROCESSED' AND f.xmin = o.xmin AND o.xmin <> e.xmin";
 
 fn counts_sql(table: &str) -> String {
     format!(

@@ -203,6 +203,12 @@ async fn bench(
     };
     let memory = http::MemorySampler::spawn(http.clone(), target.url.clone());
     let progress = load::Progress::new(args, plan.stop_at - begin);
+    // Without a warm-up the window opens with the first command: read the position first.
+    let early_start = if args.warmup == 0 {
+        Some(db.position().await?)
+    } else {
+        None
+    };
     let driver = tokio::spawn(load::drive(
         http.clone(),
         target.url.clone(),
@@ -212,20 +218,23 @@ async fn bench(
     ));
 
     tokio::time::sleep_until(plan.measure_from.into()).await;
-    let start = db.position().await?;
-    let measured_from = Instant::now();
+    let start = match early_start {
+        Some(position) => position,
+        None => db.position().await?,
+    };
     tokio::time::sleep_until(plan.stop_at.into()).await;
     let end = db.position().await?;
-    let load_end = Instant::now();
+    // In-flight commands finish before the drain is judged (see `Measurer::drain`); the
+    // drain is timed from the moment the generator stopped starting commands.
     let outcome = driver
         .await
         .map_err(|e| BenchError::Driver(e.to_string()))?;
     progress.finish();
     let peak_rss = memory.stop().await;
 
-    let drain = db.drain(start, end, load_end).await?;
+    let drain = db.drain(start, end, plan.stop_at).await?;
     let lag = db.lag(start, end).await?;
-    let measured = load_end - measured_from;
+    let measured = plan.stop_at - plan.measure_from;
 
     let floor = if args.compare_floor {
         Some(floor::measure(&target.database, &settings.amqp_url, run_id).await?)

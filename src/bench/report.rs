@@ -94,6 +94,10 @@ pub struct Report {
     pub by_event_type: Vec<TypeLag>,
     /// Measured events whose projection failed.
     pub failed_events: i64,
+    /// Projected events whose lag row was last written by the relay after the projection
+    /// committed (old `event_processing_lag` only), so their commit-time lag is overstated;
+    /// null when the schema cannot tell or the facts table is insert-only.
+    pub lag_rows_rewritten_by_relay: Option<i64>,
     /// Load end → every measured event projected.
     pub drain: Drain,
     /// Peak `process_resident_memory_bytes` of the target during the run; null when it
@@ -181,6 +185,7 @@ impl Report {
             },
             by_event_type: i.lag.by_type,
             failed_events: i.lag.failed,
+            lag_rows_rewritten_by_relay: i.lag.rewritten_by_relay,
             drain: i.drain,
             peak_rss_bytes: i.peak_rss,
             rss_includes_generator: i.target.is_in_process(),
@@ -264,6 +269,12 @@ impl Report {
                 self.e2e_lag_events, self.lag_table
             ),
         );
+        if let Some(n) = self.lag_rows_rewritten_by_relay.filter(|n| *n > 0) {
+            t.row(
+                "",
+                format!("{n} of them last written by the relay after projecting (lag overstated)"),
+            );
+        }
         t.row("clock lag", percentiles(self.clock_lag_ms));
         for ty in &self.by_event_type {
             t.row(

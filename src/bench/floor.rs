@@ -76,6 +76,33 @@ async fn sample(
     channel_name: &str,
     queue: &str,
 ) -> Result<Vec<f64>, BenchError> {
+    let open = || async {
+        amqp.create_channel()
+            .await
+            .map_err(|e| failed("channel")(e.to_string()))
+    };
+    let publisher = open().await?;
+    let consuming = match open().await {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = publisher.close(200, "floor failed".into()).await;
+            return Err(e);
+        }
+    };
+    let result = take_samples(db, &publisher, &consuming, channel_name, queue).await;
+    // Closed before the connection is: a channel still open then logs a spurious error.
+    let _ = publisher.close(200, "floor done".into()).await;
+    let _ = consuming.close(200, "floor done".into()).await;
+    result
+}
+
+async fn take_samples(
+    db: &DbConfig,
+    publisher: &Channel,
+    consuming: &Channel,
+    channel_name: &str,
+    queue: &str,
+) -> Result<Vec<f64>, BenchError> {
     let pg = |e: tokio_postgres::Error| BenchError::Floor(format!("PostgreSQL: {e}"));
     let (_listener, mut notifications) = listen(db, channel_name).await.map_err(pg)?;
     let writer = db.connect().await.map_err(pg)?;
@@ -85,17 +112,12 @@ async fn sample(
         )
         .await
         .map_err(pg)?;
-
-    let publisher = amqp
-        .create_channel()
-        .await
-        .map_err(|e| failed("channel")(e.to_string()))?;
     publisher
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .map_err(|e| failed("confirm mode")(e.to_string()))?;
-    declare(&publisher, queue).await?;
-    let mut deliveries = consume(amqp, queue).await?;
+    declare(publisher, queue).await?;
+    let mut deliveries = consume(consuming, queue).await?;
 
     // Identifiers cannot be bound; the channel name is ours (`waitroom_bench_floor_<hex>`).
     let mut samples = Vec::with_capacity(SAMPLES);
@@ -167,15 +189,12 @@ async fn declare(channel: &Channel, queue: &str) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// A consumer task that stamps each delivery's arrival and acks it.
+/// A consumer task that stamps each delivery's arrival and acks it; it ends when `channel`
+/// closes.
 async fn consume(
-    amqp: &Connection,
+    channel: &Channel,
     queue: &str,
 ) -> Result<mpsc::UnboundedReceiver<Instant>, BenchError> {
-    let channel = amqp
-        .create_channel()
-        .await
-        .map_err(|e| failed("consumer channel")(e.to_string()))?;
     let mut consumer = channel
         .basic_consume(
             queue.into(),
@@ -193,7 +212,6 @@ async fn consume(
             }
             let _ = delivery.ack(BasicAckOptions::default()).await;
         }
-        drop(channel);
     });
     Ok(rx)
 }

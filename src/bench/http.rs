@@ -172,10 +172,6 @@ impl MemorySampler {
                     peak = Some(peak.map_or(rss, |p| p.max(rss)));
                 }
             }
-            // One more read at the end, so a short run still has two samples.
-            if let Some(rss) = sample(&http, &url).await {
-                peak = Some(peak.map_or(rss, |p| p.max(rss)));
-            }
             peak
         });
         Self { stop, task }

@@ -287,10 +287,16 @@ impl Progress {
         self.counters.clone()
     }
 
-    /// Removes the bar.
+    /// Removes the bar (also done on drop, so an error mid-run leaves no bar behind).
     pub fn finish(&self) {
         self.stop.cancel();
         self.bar.finish_and_clear();
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 

@@ -230,9 +230,16 @@ async fn bench(
         .await
         .map_err(|e| BenchError::Driver(e.to_string()))?;
     progress.finish();
-    let peak_rss = memory.stop().await;
-
+    tracing::debug!(
+        after_stop_ms = plan.stop_at.elapsed().as_secs_f64() * 1000.0,
+        start,
+        end,
+        "bench: load finished, judging the drain"
+    );
     let drain = db.drain(start, end, plan.stop_at).await?;
+    // Stopped only now: a scrape can take a while (the service queries its database for
+    // some gauges), and the drain is part of the run whose peak memory is reported.
+    let peak_rss = memory.stop().await;
     let lag = db.lag(start, end).await?;
     let measured = plan.stop_at - plan.measure_from;
 

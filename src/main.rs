@@ -27,8 +27,18 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line, not clap's multi-line usage block.
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            let first = first.trim_start_matches("error: ");
+            let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+            let mut first = lines
+                .next()
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ")
+                .to_owned();
+            // "the following required arguments were not provided:" names them on the next line.
+            if first.ends_with(':')
+                && let Some(next) = lines.next()
+            {
+                first = format!("{first} {next}");
+            }
             return fail(format_args!("{first} (see `waitroom --help`)"));
         }
     };

@@ -57,7 +57,7 @@ pub struct BenchArgs {
     pub rate: Option<u32>,
     /// Open loop: most requests in flight at once (default: 4 × `--connections`); past it,
     /// requests wait, and the wait counts in their latency.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, requires = "rate", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_in_flight: Option<u32>,
     /// Measured seconds of load.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86_400))]

@@ -100,8 +100,15 @@ async fn a_bad_bench_option_is_one_error_line_and_exit_code_2() {
         &["bench", "--rate", "0"][..],
         &["bench", "--workload", "nope"],
         &["bench", "--url", "ftp://example"],
+        &["bench", "--max-in-flight", "5"],
     ] {
         let output = output_within(crate::cli::waitroom(args), EXIT_WITHIN).await;
-        assert_one_line_error(&output, &format!("{args:?}"));
+        let line = assert_one_line_error(&output, &format!("{args:?}"));
+        assert!(
+            ["--rate", "--workload", "--url"]
+                .iter()
+                .any(|flag| line.contains(flag)),
+            "names the option at fault: {line}"
+        );
     }
 }

@@ -14,8 +14,6 @@ use super::{BenchArgs, BenchError};
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Queues created concurrently at start.
 const CREATE_CONCURRENCY: usize = 8;
-/// How often the target's `/metrics` is read for its resident memory.
-const MEMORY_EVERY: Duration = Duration::from_secs(1);
 /// The Prometheus name of resident memory.
 const RSS_METRIC: &str = "process_resident_memory_bytes";
 
@@ -149,20 +147,23 @@ pub async fn create_queues(
         .await
 }
 
-/// Reads the target's `/metrics` every second for its resident memory, keeping the peak.
+/// Reads the target's `/metrics` periodically for its resident memory, keeping the peak.
 pub struct MemorySampler {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<Option<u64>>,
 }
 
 impl MemorySampler {
-    /// Starts sampling now.
-    pub fn spawn(http: reqwest::Client, url: String) -> Self {
+    /// Starts sampling now, every `every` (zero: never, the peak is then `None`).
+    pub fn spawn(http: reqwest::Client, url: String, every: Duration) -> Self {
         let stop = CancellationToken::new();
         let token = stop.clone();
         let task = tokio::spawn(async move {
             let mut peak: Option<u64> = None;
-            let mut tick = tokio::time::interval(MEMORY_EVERY);
+            if every.is_zero() {
+                return peak;
+            }
+            let mut tick = tokio::time::interval(every);
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}

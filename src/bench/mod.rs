@@ -69,6 +69,11 @@ pub struct BenchArgs {
     /// message consumed, ~200 times, and report e2e lag p50 / floor p50.
     #[arg(long)]
     pub compare_floor: bool,
+    /// Seconds between reads of the target's `/metrics` for its peak resident memory; 0 turns
+    /// them off (a scrape costs the service some database work of its own).
+    #[arg(long, default_value_t = 1, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    pub metrics_every: u64,
     /// Print one JSON document on stdout instead of the table (no progress bar).
     #[arg(long)]
     pub json: bool,
@@ -201,7 +206,11 @@ async fn bench(
         measure_from: begin + Duration::from_secs(args.warmup),
         stop_at: begin + Duration::from_secs(args.warmup + args.duration),
     };
-    let memory = http::MemorySampler::spawn(http.clone(), target.url.clone());
+    let memory = http::MemorySampler::spawn(
+        http.clone(),
+        target.url.clone(),
+        Duration::from_secs(args.metrics_every),
+    );
     let progress = load::Progress::new(args, plan.stop_at - begin);
     // Without a warm-up the window opens with the first command: read the position first.
     let early_start = if args.warmup == 0 {

@@ -101,7 +101,7 @@ pub struct Report {
     /// Load end → every measured event projected.
     pub drain: Drain,
     /// Peak `process_resident_memory_bytes` of the target during the run; null when it
-    /// does not export it.
+    /// does not export it or with `--metrics-every 0`.
     pub peak_rss_bytes: Option<u64>,
     /// The target runs in this process, so its memory includes the load generator.
     pub rss_includes_generator: bool,
@@ -310,10 +310,10 @@ impl Report {
         };
         t.row(
             "peak RSS",
-            self.peak_rss_bytes
-                .map_or("not exported by the target".to_owned(), |b| {
-                    format!("{:.1} MiB{note}", b as f64 / (1024.0 * 1024.0))
-                }),
+            self.peak_rss_bytes.map_or(
+                "not measured (not exported, or --metrics-every 0)".to_owned(),
+                |b| format!("{:.1} MiB{note}", b as f64 / (1024.0 * 1024.0)),
+            ),
         );
         if let Some(f) = self.floor {
             t.row(

@@ -37,6 +37,9 @@ pub enum Cmd {
         #[arg(long, default_value = crate::projector::WAITING_ROOM)]
         projection: String,
     },
+    /// Load generator: drives the API and reports throughput, command latency and
+    /// end-to-end lag percentiles (from commit timestamps).
+    Bench(crate::bench::BenchArgs),
     /// Print the OpenAPI document.
     Openapi,
 }

@@ -13,12 +13,15 @@
 //! - [`api`]: poem-openapi HTTP API with problem+json errors.
 //! - [`telemetry`]: logs and Prometheus metrics; [`state`]: live process state.
 //! - [`broker`]: RabbitMQ names and topology; [`app`]: wiring of roles; [`config`]: CLI.
+//! - [`bench`]: `waitroom bench`, a load generator that reports end-to-end lag from commit
+//!   timestamps.
 //!
 //! Postgres is the source of truth; RabbitMQ is the fast path. See `ARCHITECTURE.md`
 //! for the invariants and the README for how to run it.
 
 pub mod api;
 pub mod app;
+pub mod bench;
 pub mod broker;
 pub mod config;
 pub mod domain;

@@ -67,32 +67,36 @@ $$;
 
 -- Brings each stream of p_streams up to p_up_to (NULL: the stream's end) for one projection,
 -- in one transaction, with one call of the projection's set-based apply function:
---   * checkpoints are locked in stream-id order (competing projectors never deadlock);
+--   * streams are locked in stream-id order (competing projectors never deadlock);
 --   * parked streams are skipped; duplicates (version <= checkpoint) are no-ops;
 --   * events checkpoint+1 .. target are read from the event store (gaps heal themselves);
---   * a stream whose event fails is parked with the good prefix applied, others go on;
+--   * a stream whose event does not fit is parked with the good prefix applied, others go on;
 --   * lag facts are written for every applied event (p_positions/p_published_at: when the
 --     relay dispatched the delivered events; events read from the store without a delivery
 --     count as published when projected).
+-- An error the apply function did not foresee (a payload it cannot cast, a constraint) fails
+-- the whole call; the caller then calls again with p_isolate, which applies stream by stream
+-- and event by event in subtransactions to park exactly the failing stream. (Subtransactions
+-- cost on every call; the fast path has none.)
 -- Read models are derived data: the transaction commits asynchronously (a crash of Postgres
 -- can lose the last few milliseconds of projection, never events, and the projector's
 -- catch-up at start re-applies them). Returns one row per distinct requested stream.
+DROP FUNCTION IF EXISTS project_batch(text, text[], integer[], bigint[], timestamptz[]);
 CREATE OR REPLACE FUNCTION project_batch(p_projection text, p_streams text[], p_up_to integer[],
                                          p_positions bigint[] DEFAULT NULL,
-                                         p_published_at timestamptz[] DEFAULT NULL)
+                                         p_published_at timestamptz[] DEFAULT NULL,
+                                         p_isolate boolean DEFAULT false)
 RETURNS TABLE (stream_id text, applied integer, parked boolean, error text, newly_parked boolean,
                lag_ms double precision[])
 LANGUAGE plpgsql
--- A batch touches a few rows per stream by key, so the right plan is always nested loops
--- over the indexes, whatever the table sizes. Plans are made for each call (custom plans):
--- a plan cached while the read models were small goes on scanning whole tables when they
--- have grown (one event on a queue of a few hundred patients once took seconds), while a
--- fresh plan sees the tables' current size. Hash and merge joins and sequential scans are
--- off, so stale or missing statistics (autovacuum off, a table that grew since its last
--- ANALYZE) cannot turn a batch of 50 rows into a scan of millions either. JIT compilation
--- would cost more than these plans run; a rebuild's slices of 20,000 events sort in memory
--- with 64 MB.
-SET plan_cache_mode = force_custom_plan
+-- A batch touches a few rows per stream, by key: every table here and in the apply function
+-- is reached through its index, from a LATERAL subquery on the key or an array of keys, so
+-- the plan cannot depend on table sizes or statistics (a plan made on small tables used to
+-- scan whole tables once they had grown, and autovacuum may be off). That makes one cached
+-- generic plan per session right for every batch, and planning these statements cost more
+-- than running them for a few events. Nothing here wants a sequential scan, a hash or merge
+-- join or JIT; a rebuild's slices of 20,000 events sort in memory with 64 MB.
+SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET enable_hashjoin = off
 SET enable_mergejoin = off
@@ -115,16 +119,21 @@ BEGIN
         RAISE EXCEPTION 'unknown projection %', p_projection USING ERRCODE = 'undefined_object';
     END IF;
     -- Shared with every live apply; a rebuild takes it exclusively.
-    PERFORM pg_advisory_xact_lock_shared(hashtext('waitroom.projection'), hashtext(p_projection));
-    PERFORM set_config('synchronous_commit', 'off', true);
+    PERFORM pg_advisory_xact_lock_shared(hashtext('waitroom.projection'), hashtext(p_projection)),
+            set_config('synchronous_commit', 'off', true);
 
     INSERT INTO projection_checkpoints (projection, stream_id)
-    SELECT p_projection, x FROM unnest(p_streams) AS x ORDER BY x
+    SELECT p_projection, x FROM unnest(p_streams) AS x
+     WHERE NOT EXISTS (SELECT 1 FROM projection_checkpoints c
+                        WHERE c.projection = p_projection AND c.stream_id = x)
+     ORDER BY x
         ON CONFLICT DO NOTHING;
-    PERFORM 1 FROM projection_checkpoints c
-      WHERE c.projection = p_projection AND c.stream_id = ANY (p_streams)
-      ORDER BY c.stream_id
-        FOR UPDATE;
+
+    -- Lock the streams in stream-id order, so competing projectors never deadlock (two
+    -- stream ids with colliding hashes could still; Postgres detects it, the batch fails as
+    -- transient and is retried). Advisory locks, not row locks: a row lock is a heap write.
+    PERFORM pg_advisory_xact_lock(hashtext('waitroom.checkpoint/' || p_projection), hashtext(x))
+       FROM (SELECT DISTINCT x FROM unnest(p_streams) AS x ORDER BY x) s;
 
     SELECT array_agg(w.sid ORDER BY w.sid), array_agg(w.last_version ORDER BY w.sid),
            array_agg(w.target ORDER BY w.sid)
@@ -133,68 +142,80 @@ BEGIN
               FROM (SELECT x.sid, max(x.up_to) AS up_to
                       FROM unnest(p_streams, p_up_to) AS x(sid, up_to)
                      GROUP BY x.sid) r
-              JOIN projection_checkpoints c ON c.projection = p_projection AND c.stream_id = r.sid
+             CROSS JOIN LATERAL (SELECT c.last_version, c.status FROM projection_checkpoints c
+                                  WHERE c.projection = p_projection AND c.stream_id = r.sid
+                                 OFFSET 0) c
              CROSS JOIN LATERAL (SELECT max(e.version) AS top FROM waiting_room_events e
                                   WHERE e.stream_id = r.sid) m
              WHERE c.status = 'ACTIVE') w
      WHERE w.target > w.last_version;
 
     IF s IS NOT NULL THEN
-        BEGIN
+        IF p_isolate THEN
+            SELECT array_agg(r.stream_id), array_agg(r.bad_version), array_agg(r.error)
+              INTO bs, bv, be
+              FROM project_streams_one_by_one(proj.apply_function, s, a, z) r;
+        ELSIF proj.apply_function = 'waiting_room_apply' THEN
+            -- Called statically, so its plan is cached too.
+            SELECT array_agg(r.stream_id), array_agg(r.bad_version), array_agg(r.error)
+              INTO bs, bv, be
+              FROM waiting_room_apply(s, a, z) r;
+        ELSE
             EXECUTE format('SELECT array_agg(r.stream_id), array_agg(r.bad_version), array_agg(r.error) '
                            'FROM %I($1, $2, $3) r', proj.apply_function)
                INTO bs, bv, be USING s, a, z;
-        EXCEPTION
-            WHEN serialization_failure OR deadlock_detected OR lock_not_available
-                 OR query_canceled OR admin_shutdown THEN
-                RAISE;
-            WHEN OTHERS THEN
-                SELECT array_agg(r.stream_id), array_agg(r.bad_version), array_agg(r.error)
-                  INTO bs, bv, be
-                  FROM project_streams_one_by_one(proj.apply_function, s, a, z) r;
-        END;
+        END IF;
     END IF;
 
     t := clock_timestamp();
-    UPDATE projection_checkpoints c
-       SET last_version = coalesce(b.bad_v - 1, w.to_v),
-           events_applied = c.events_applied + (coalesce(b.bad_v - 1, w.to_v) - w.after_v),
-           status = CASE WHEN b.err IS NULL THEN 'ACTIVE' ELSE 'PARKED' END,
-           parked_version = b.bad_v,
-           last_error = b.err,
-           parked_at = CASE WHEN b.err IS NULL THEN NULL ELSE t END,
-           updated_at = t
-      FROM unnest(s, a, z) AS w(sid, after_v, to_v)
-      LEFT JOIN unnest(bs, bv, be) AS b(sid, bad_v, err) ON b.sid = w.sid
-     WHERE c.projection = p_projection AND c.stream_id = w.sid;
-
     RETURN QUERY
     WITH work AS (
         SELECT w.sid, w.after_v, coalesce(b.bad_v - 1, w.to_v) AS good_v, b.bad_v, b.err
           FROM unnest(s, a, z) AS w(sid, after_v, to_v)
           LEFT JOIN unnest(bs, bv, be) AS b(sid, bad_v, err) ON b.sid = w.sid
-    ), dispatched AS (
-        SELECT x.pos, min(x.at) AS at
-          FROM unnest(p_positions, p_published_at) AS x(pos, at)
-         GROUP BY x.pos
-    ), done AS (
+    ), checkpoints AS (
+        UPDATE projection_checkpoints c
+           SET last_version = w.good_v,
+               events_applied = c.events_applied + (w.good_v - w.after_v),
+               status = CASE WHEN w.err IS NULL THEN 'ACTIVE' ELSE 'PARKED' END,
+               parked_version = w.bad_v,
+               last_error = w.err,
+               parked_at = CASE WHEN w.err IS NULL THEN NULL ELSE t END,
+               updated_at = t
+          FROM work w
+         WHERE c.projection = p_projection AND c.stream_id = w.sid AND c.stream_id = ANY (s)
+    ), applied AS (
+        SELECT e.event_id, e.global_position, e.stream_id, e.version, e.event_type, e.recorded_at,
+               least(coalesce(d.at, t), t) AS published_at, x.status AS fact
+          FROM work w
+         CROSS JOIN LATERAL (SELECT e.* FROM waiting_room_events e
+                              WHERE e.stream_id = w.sid AND e.version > w.after_v
+                                AND e.version <= w.good_v
+                             OFFSET 0) e
+          LEFT JOIN (SELECT x.pos, min(x.at) AS at
+                       FROM unnest(p_positions, p_published_at) AS x(pos, at)
+                      GROUP BY x.pos) d ON d.pos = e.global_position
+          LEFT JOIN LATERAL (SELECT x.status FROM event_lag_facts x
+                              WHERE x.event_id = e.event_id OFFSET 0) x ON true
+         WHERE proj.tracks_lag
+    ), inserted AS (
+        -- A plain insert: the usual case, no fact yet (a rebuild keeps the facts it finds).
         INSERT INTO event_lag_facts AS f
                (event_id, global_position, stream_id, version, event_type, event_created_at,
                 event_published_at, projection_processed_at, status)
-        SELECT e.event_id, e.global_position, e.stream_id, e.version, e.event_type, e.recorded_at,
-               least(coalesce(d.at, t), t), t, 'PROCESSED'
-          FROM work w
-          JOIN waiting_room_events e
-            ON e.stream_id = w.sid AND e.version > w.after_v AND e.version <= w.good_v
-          LEFT JOIN dispatched d ON d.pos = e.global_position
-         WHERE proj.tracks_lag
-           AND NOT EXISTS (SELECT 1 FROM event_lag_facts x
-                            WHERE x.event_id = e.event_id AND x.status = 'PROCESSED')
-        ON CONFLICT (event_id) DO UPDATE
-           SET event_published_at = EXCLUDED.event_published_at,
-               projection_processed_at = EXCLUDED.projection_processed_at,
-               status = 'PROCESSED',
-               failure_reason = NULL
+        SELECT ap.event_id, ap.global_position, ap.stream_id, ap.version, ap.event_type,
+               ap.recorded_at, ap.published_at, t, 'PROCESSED'
+          FROM applied ap
+         WHERE ap.fact IS NULL
+        RETURNING f.stream_id AS sid, f.total_lag_ms AS ms
+    ), recovered AS (
+        -- Events that failed before and are applied now (after a fix and a rebuild).
+        UPDATE event_lag_facts f
+           SET event_published_at = ap.published_at, projection_processed_at = t,
+               status = 'PROCESSED', failure_reason = NULL
+          FROM applied ap
+         WHERE ap.fact = 'FAILED' AND f.event_id = ap.event_id
+           AND f.event_id = ANY (ARRAY(SELECT a2.event_id FROM applied a2 WHERE a2.fact = 'FAILED'))
         RETURNING f.stream_id AS sid, f.total_lag_ms AS ms
     ), failed AS (
         INSERT INTO event_lag_facts AS f
@@ -203,29 +224,35 @@ BEGIN
         SELECT e.event_id, e.global_position, e.stream_id, e.version, e.event_type, e.recorded_at,
                'FAILED', w.err
           FROM work w
-          JOIN waiting_room_events e ON e.stream_id = w.sid AND e.version = w.bad_v
+         CROSS JOIN LATERAL (SELECT e.* FROM waiting_room_events e
+                              WHERE e.stream_id = w.sid AND e.version = w.bad_v OFFSET 0) e
          WHERE proj.tracks_lag
         ON CONFLICT (event_id) DO UPDATE
            SET status = 'FAILED', failure_reason = EXCLUDED.failure_reason
          WHERE f.status <> 'PROCESSED'
     ), lags AS (
-        SELECT d.sid, array_agg(d.ms) AS ms FROM done d GROUP BY d.sid
+        SELECT d.sid, array_agg(d.ms) AS ms
+          FROM (SELECT * FROM inserted UNION ALL SELECT * FROM recovered) d
+         GROUP BY d.sid
     )
+    -- Checkpoints as they were before this statement: a stream with work was active.
     SELECT r.sid,
            coalesce(w.good_v - w.after_v, 0),
-           coalesce(c.status = 'PARKED', false),
-           CASE WHEN c.status = 'PARKED' THEN c.last_error END,
+           w.err IS NOT NULL OR (w.sid IS NULL AND coalesce(c.status = 'PARKED', false)),
+           coalesce(w.err, CASE WHEN w.sid IS NULL AND c.status = 'PARKED' THEN c.last_error END),
            w.err IS NOT NULL,
            coalesce(l.ms, ARRAY[]::double precision[])
       FROM (SELECT DISTINCT x AS sid FROM unnest(p_streams) AS x) r
       LEFT JOIN work w ON w.sid = r.sid
       LEFT JOIN lags l ON l.sid = r.sid
-      LEFT JOIN projection_checkpoints c ON c.projection = p_projection AND c.stream_id = r.sid
+      LEFT JOIN LATERAL (SELECT c.status, c.last_error FROM projection_checkpoints c
+                          WHERE c.projection = p_projection AND c.stream_id = r.sid
+                         OFFSET 0) c ON true
      ORDER BY r.sid;
 END
 $$;
 
-COMMENT ON FUNCTION project_batch(text, text[], integer[], bigint[], timestamptz[]) IS
+COMMENT ON FUNCTION project_batch(text, text[], integer[], bigint[], timestamptz[], boolean) IS
     'Applies a batch of streams to a projection in one transaction: checkpoints, gap filling '
     'from the store, parking of failing streams, lag facts. One row per stream.';
 

@@ -4,8 +4,10 @@
 -- The rules mirror the Rust domain (src/domain/queue.rs), which owns them; the property
 -- test tests/pipeline/model.rs checks that both agree on statuses and positions.
 
+-- Not STRICT: a strict SQL function is not inlined, and called once per row it cost more
+-- than the rest of a batch. The CASE gives NULL for NULL anyway.
 CREATE OR REPLACE FUNCTION priority_rank(p text) RETURNS smallint
-LANGUAGE sql IMMUTABLE STRICT AS $$
+LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE p WHEN 'Low' THEN 1 WHEN 'Medium' THEN 2 WHEN 'High' THEN 3 WHEN 'Urgent' THEN 4 END::smallint
 $$;
 
@@ -29,21 +31,9 @@ COMMENT ON FUNCTION priority_rank(text) IS 'Low 1 < Medium 2 < High 3 < Urgent 4
 CREATE OR REPLACE FUNCTION waiting_room_apply(p_streams text[], p_after integer[], p_to integer[])
 RETURNS TABLE (stream_id text, bad_version integer, error text)
 LANGUAGE plpgsql
--- A batch touches a few rows per stream by key, so the right plan is always nested loops
--- over the indexes, whatever the table sizes. Plans are made for each call (custom plans):
--- a plan cached while the read models were small goes on scanning whole tables when they
--- have grown (one event on a queue of a few hundred patients once took seconds), while a
--- fresh plan sees the tables' current size. Hash and merge joins and sequential scans are
--- off, so stale or missing statistics (autovacuum off, a table that grew since its last
--- ANALYZE) cannot turn a batch of 50 rows into a scan of millions either. JIT compilation
--- would cost more than these plans run; a rebuild's slices of 20,000 events sort in memory
--- with 64 MB.
-SET plan_cache_mode = force_custom_plan
-SET enable_seqscan = off
-SET enable_hashjoin = off
-SET enable_mergejoin = off
-SET jit = off
-SET work_mem = '64MB'
+-- Planner settings come from the caller, project_batch (see there): every table is reached
+-- through its key, from a LATERAL subquery or an array of keys, so one generic plan per
+-- session serves batches of any size.
 AS $$
 #variable_conflict use_column
 BEGIN
@@ -61,14 +51,17 @@ BEGIN
                    WHEN 'PatientCheckInCancelled' THEN 'CANCELLED'
                END AS st
           FROM unnest(p_streams, p_after, p_to) AS r(q, after_v, to_v)
-          JOIN waiting_room_events e
-            ON e.stream_id = r.q AND e.version > r.after_v AND e.version <= r.to_v
+         CROSS JOIN LATERAL (SELECT e.* FROM waiting_room_events e
+                              WHERE e.stream_id = r.q AND e.version > r.after_v
+                                AND e.version <= r.to_v
+                             OFFSET 0) e
+         -- Every field as text: the few an event type uses are converted in `good`.
          CROSS JOIN LATERAL jsonb_to_record(e.payload) AS x(
                status text, "patientName" text, priority text,
-               "consultationType" text, notes text, "checkedInAt" timestamptz,
-               "calledAt" timestamptz, "consultingRoom" text, "completedAt" timestamptz,
-               "markedAt" timestamptz, "noShowCount" integer, "cancelledAt" timestamptz,
-               name text, "maxCapacity" integer, "maxNoShows" integer, "createdAt" timestamptz)
+               "consultationType" text, notes text, "checkedInAt" text,
+               "calledAt" text, "consultingRoom" text, "completedAt" text,
+               "markedAt" text, "noShowCount" text, "cancelledAt" text,
+               name text, "maxCapacity" text, "maxNoShows" text, "createdAt" text)
     ), judged AS (
         SELECT ev.*,
                -- The status before this event: the batch's previous event for this patient,
@@ -78,8 +71,10 @@ BEGIN
                qv.queue_id IS NOT NULL
                  OR min(ev.v) FILTER (WHERE ev.t = 'WaitingQueueCreated') OVER queue < ev.v AS queue_exists
           FROM ev
-          LEFT JOIN waiting_patients wp ON wp.queue_id = ev.q AND wp.patient_id = ev.p
-          LEFT JOIN waiting_queue_view qv ON qv.queue_id = ev.q
+          LEFT JOIN LATERAL (SELECT wp.status FROM waiting_patients wp
+                              WHERE wp.queue_id = ev.q AND wp.patient_id = ev.p OFFSET 0) wp ON true
+          LEFT JOIN LATERAL (SELECT qv.queue_id FROM waiting_queue_view qv
+                              WHERE qv.queue_id = ev.q OFFSET 0) qv ON true
         WINDOW patient AS (PARTITION BY ev.q, ev.p ORDER BY ev.v),
                queue AS (PARTITION BY ev.q)
     ), checked AS (
@@ -127,23 +122,30 @@ BEGIN
         SELECT c.*, min(c.v) FILTER (WHERE c.problem IS NOT NULL) OVER (PARTITION BY c.q) AS bad_v
           FROM checked c
     ), good AS (
-        SELECT f.q, f.v, f.t, f.at, f.p, f.st, f.before, f.name, f."maxCapacity",
-               f."maxNoShows", f."createdAt", f."patientName", f.priority,
-               f."consultationType", f.notes, f."checkedInAt",
+        SELECT f.q, f.v, f.t, f.at, f.p, f.st, f.before, f.name,
+               CASE WHEN f.t = 'WaitingQueueCreated' THEN f."maxCapacity"::integer END AS "maxCapacity",
+               CASE WHEN f.t = 'WaitingQueueCreated' THEN f."maxNoShows"::integer END AS "maxNoShows",
+               CASE WHEN f.t = 'WaitingQueueCreated' THEN f."createdAt"::timestamptz END AS "createdAt",
+               f."patientName", f.priority, f."consultationType", f.notes,
+               CASE WHEN f.t = 'PatientCheckedIn' THEN f."checkedInAt"::timestamptz END AS "checkedInAt",
                f.t = 'PatientCheckedIn' OR (f.t = 'PatientMarkedNoShow' AND f.st = 'WAITING') AS requeues,
-               CASE WHEN f.t = 'PatientCheckedIn' THEN f."checkedInAt" ELSE f."markedAt" END AS queued_at,
+               CASE WHEN f.t = 'PatientCheckedIn' THEN f."checkedInAt"::timestamptz
+                    WHEN f.t = 'PatientMarkedNoShow' AND f.st = 'WAITING' THEN f."markedAt"::timestamptz
+               END AS queued_at,
                f.t IN ('PatientCheckedIn', 'PatientMarkedNoShow') AS counts_no_shows,
-               CASE WHEN f.t = 'PatientMarkedNoShow' THEN f."noShowCount" ELSE 0 END AS no_show_count,
+               CASE WHEN f.t = 'PatientMarkedNoShow' THEN f."noShowCount"::integer ELSE 0 END AS no_show_count,
                f.t IN ('PatientCheckedIn', 'PatientCalled')
                  OR (f.t = 'PatientMarkedNoShow' AND f.st = 'WAITING') AS sets_call,
-               CASE WHEN f.t = 'PatientCalled' THEN f."calledAt" END AS called_at,
+               CASE WHEN f.t = 'PatientCalled' THEN f."calledAt"::timestamptz END AS called_at,
                CASE WHEN f.t = 'PatientCalled' THEN f."consultingRoom" END AS consulting_room,
                f.t IN ('PatientCheckedIn', 'PatientConsultationCompleted') AS sets_completed,
-               CASE WHEN f.t = 'PatientConsultationCompleted' THEN f."completedAt" END AS completed_at,
+               CASE WHEN f.t = 'PatientConsultationCompleted' THEN f."completedAt"::timestamptz END
+                   AS completed_at,
                f.t <> 'PatientCalled' AS sets_finished,
-               CASE f.t WHEN 'PatientConsultationCompleted' THEN f."completedAt"
-                        WHEN 'PatientMarkedNoShow' THEN CASE WHEN f.st = 'NO_SHOW' THEN f."markedAt" END
-                        WHEN 'PatientCheckInCancelled' THEN f."cancelledAt"
+               CASE f.t WHEN 'PatientConsultationCompleted' THEN f."completedAt"::timestamptz
+                        WHEN 'PatientMarkedNoShow' THEN
+                            CASE WHEN f.st = 'NO_SHOW' THEN f."markedAt"::timestamptz END
+                        WHEN 'PatientCheckInCancelled' THEN f."cancelledAt"::timestamptz
                END AS finished_at
           FROM flagged f
          WHERE f.bad_v IS NULL OR f.v < f.bad_v
@@ -205,7 +207,8 @@ BEGIN
                CASE WHEN f.finished THEN f.finished_at ELSE o.finished_at END,
                f.last_v
           FROM folded f
-          LEFT JOIN waiting_patients o ON o.queue_id = f.q AND o.patient_id = f.p
+          LEFT JOIN LATERAL (SELECT o.* FROM waiting_patients o
+                              WHERE o.queue_id = f.q AND o.patient_id = f.p OFFSET 0) o ON true
         ON CONFLICT (queue_id, patient_id) DO UPDATE
            SET patient_name = EXCLUDED.patient_name,
                priority = EXCLUDED.priority,
@@ -250,7 +253,7 @@ BEGIN
                updated_at = pq.last_at,
                updated_by_event_version = pq.last_v
           FROM per_queue pq
-         WHERE w.queue_id = pq.q AND pq.created_at IS NULL
+         WHERE w.queue_id = pq.q AND pq.created_at IS NULL AND w.queue_id = ANY (p_streams)
     )
     SELECT f.q, f.v,
            format('waiting_room: %s v%s does not fit patient %s of queue %s: %s',

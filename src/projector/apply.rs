@@ -9,7 +9,7 @@ use deadpool_postgres::Pool;
 use super::ProjectorError;
 
 const APPLY: &str = "SELECT stream_id, applied, parked, error, newly_parked, lag_ms \
-     FROM project_batch($1, $2, $3, $4, $5)";
+     FROM project_batch($1, $2, $3, $4, $5, $6)";
 
 /// What a delivery says: stream `stream_id` has events up to `version`.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,20 +64,101 @@ pub async fn apply_batch(
     deliveries: &[Delivered],
 ) -> Result<ApplyOutcome, ProjectorError> {
     let streams: Vec<&str> = deliveries.iter().map(|d| d.stream_id.as_str()).collect();
-    let versions: Vec<i32> = deliveries.iter().map(|d| d.version).collect();
+    let versions: Vec<Option<i32>> = deliveries.iter().map(|d| Some(d.version)).collect();
     let (positions, dispatched): (Vec<i64>, Vec<DateTime<Utc>>) = deliveries
         .iter()
         .filter_map(|d| Some((d.global_position?, d.dispatched_at?)))
         .unzip();
     let client = pool.get().await?;
+    let rows = project(
+        &client,
+        false,
+        projection,
+        &streams,
+        &versions,
+        &positions,
+        &dispatched,
+    )
+    .await?;
+    Ok(outcome(&rows))
+}
+
+/// Calls `project_batch`; when the projection function failed in a way it did not foresee
+/// (a payload it cannot cast, a constraint), calls it again in isolation, so that exactly
+/// the failing stream is parked. `in_transaction`: the client is inside a transaction, so
+/// the first call runs under a savepoint that is rolled back before the second.
+pub(crate) async fn project<C: deadpool_postgres::GenericClient>(
+    client: &C,
+    in_transaction: bool,
+    projection: &str,
+    streams: &[&str],
+    versions: &[Option<i32>],
+    positions: &[i64],
+    dispatched: &[DateTime<Utc>],
+) -> Result<Vec<tokio_postgres::Row>, ProjectorError> {
     let statement = client.prepare_cached(APPLY).await?;
-    let rows = client
+    if in_transaction {
+        client.batch_execute("SAVEPOINT project_batch").await?;
+    }
+    let fast = client
         .query(
             &statement,
-            &[&projection, &streams, &versions, &positions, &dispatched],
+            &[
+                &projection,
+                &streams,
+                &versions,
+                &positions,
+                &dispatched,
+                &false,
+            ],
         )
-        .await?;
-    Ok(outcome(&rows))
+        .await;
+    if in_transaction {
+        let end = if fast.is_ok() {
+            "RELEASE"
+        } else {
+            "ROLLBACK TO"
+        };
+        client
+            .batch_execute(&format!("{end} SAVEPOINT project_batch"))
+            .await?;
+    }
+    match fast {
+        Ok(rows) => Ok(rows),
+        Err(e) if is_poison(&e) => {
+            tracing::warn!(error = %crate::store::describe(&e), "projector: batch failed; applying stream by stream");
+            Ok(client
+                .query(
+                    &statement,
+                    &[
+                        &projection,
+                        &streams,
+                        &versions,
+                        &positions,
+                        &dispatched,
+                        &true,
+                    ],
+                )
+                .await?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether the error came from the data (retrying in isolation finds which stream), not from
+/// a conflict, a cancellation or the connection (which a retry of the same batch may cure).
+fn is_poison(error: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    error.as_db_error().is_some_and(|db| {
+        ![
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::LOCK_NOT_AVAILABLE,
+            SqlState::QUERY_CANCELED,
+            SqlState::ADMIN_SHUTDOWN,
+        ]
+        .contains(db.code())
+    })
 }
 
 /// Brings every stream up to the store's end (streams whose checkpoint trails it, e.g. after
@@ -97,14 +178,9 @@ pub async fn catch_up(
         .collect();
     let mut total = ApplyOutcome::default();
     for streams in behind.chunks(chunk.max(1)) {
-        let none: Vec<Option<i32>> = vec![None; streams.len()];
-        let rows = client
-            .query(
-                "SELECT stream_id, applied, parked, error, newly_parked, lag_ms \
-                 FROM project_batch($1, $2, $3)",
-                &[&projection, &streams, &none],
-            )
-            .await?;
+        let streams: Vec<&str> = streams.iter().map(String::as_str).collect();
+        let to_the_end: Vec<Option<i32>> = vec![None; streams.len()];
+        let rows = project(&client, false, projection, &streams, &to_the_end, &[], &[]).await?;
         let done = outcome(&rows);
         total.applied += done.applied;
         total.parked.extend(done.parked);

@@ -193,8 +193,15 @@ impl Projector {
         let Some(last_tag) = last_tag else {
             return Ok(());
         };
+        let started = std::time::Instant::now();
         match apply_batch(&self.pool, WAITING_ROOM, &items).await {
             Ok(outcome) => {
+                tracing::debug!(
+                    deliveries = items.len(),
+                    applied = outcome.applied,
+                    ms = started.elapsed().as_secs_f64() * 1000.0,
+                    "projector: batch applied"
+                );
                 self.record(&outcome);
                 channel
                     .basic_ack(last_tag, BasicAckOptions { multiple: true })

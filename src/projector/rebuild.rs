@@ -18,11 +18,10 @@ const EXTENT: &str = "SELECT coalesce(min(global_position), 1), coalesce(max(glo
 /// version order, so replaying slices in position order replays every stream in order.
 const SLICE: &str = "SELECT stream_id, max(version), count(*) FROM waiting_room_events \
      WHERE global_position >= $1 AND global_position < $2 GROUP BY stream_id";
-const REPLAY: &str = "SELECT coalesce(sum(applied), 0)::bigint FROM project_batch($1, $2, $3)";
 const RUNNING: &str = "SELECT advisory_lock_held(hashtext('waitroom.rebuild'), hashtext($1))";
 
 /// Global positions replayed per statement (one progress step).
-const SLICE_POSITIONS: i64 = 20_000;
+const SLICE_POSITIONS: i64 = 10_000;
 
 /// What a rebuild did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -76,13 +75,14 @@ pub async fn rebuild(
         let to = from.saturating_add(SLICE_POSITIONS);
         let slice = tx.query(SLICE, &[&from, &to]).await?;
         let ids: Vec<&str> = slice.iter().map(|r| r.get(0)).collect();
-        let versions: Vec<i32> = slice.iter().map(|r| r.get(1)).collect();
+        let versions: Vec<Option<i32>> = slice.iter().map(|r| Some(r.get(1))).collect();
         if !ids.is_empty() {
-            let applied: i64 = tx
-                .query_one(REPLAY, &[&projection, &ids, &versions])
-                .await?
-                .get(0);
-            report.events += u64::try_from(applied).unwrap_or(0);
+            let rows =
+                super::apply::project(&tx, true, projection, &ids, &versions, &[], &[]).await?;
+            report.events += rows
+                .iter()
+                .map(|r| u64::try_from(r.get::<_, i32>(1)).unwrap_or(0))
+                .sum::<u64>();
         }
         streams.extend(ids.iter().map(|s| s.to_string()));
         done += slice

@@ -95,10 +95,14 @@ SELECT e.event_id, e.stream_id, e.version, e.global_position, e.event_type, e.oc
   FROM now CROSS JOIN bound
   LEFT JOIN LATERAL (
        SELECT e.*
-         FROM waiting_room_events e
-        WHERE (e.txid >= pg_snapshot_xmax($1::text::pg_snapshot)
-               OR e.txid = ANY (ARRAY(SELECT pg_snapshot_xip($1::text::pg_snapshot))))
-          AND pg_visible_in_snapshot(e.txid, bound.upper)
+         FROM (-- Not visible in `done`: at or past its xmax, or of a transaction it saw in
+               -- flight. Two index ranges, not one OR (which no index serves).
+               SELECT e.* FROM waiting_room_events e
+                WHERE e.txid >= pg_snapshot_xmax($1::text::pg_snapshot)
+               UNION ALL
+               SELECT e.* FROM waiting_room_events e
+                WHERE e.txid = ANY (ARRAY(SELECT pg_snapshot_xip($1::text::pg_snapshot)))) e
+        WHERE pg_visible_in_snapshot(e.txid, bound.upper)
           AND ($3::bigint IS NULL
                OR (e.txid, e.global_position) > ($3::bigint::text::xid8, $4::bigint))
           AND NOT EXISTS (SELECT 1 FROM waiting_room_outbox_failures f

@@ -36,7 +36,7 @@ pub const BATCH_SIZE: i64 = 500;
 /// Batches sent before the oldest one's confirms are in.
 pub const IN_FLIGHT: usize = 16;
 /// While confirms are outstanding, how often the relay looks for new events.
-const CLAIM_EVERY: Duration = Duration::from_millis(2);
+const CLAIM_EVERY: Duration = Duration::from_millis(5);
 /// How often an idle leader re-checks the outbox without a notification (lost-connection cover).
 pub const SAFETY_SWEEP: Duration = Duration::from_secs(5);
 

@@ -1,6 +1,7 @@
 //! Executing a command: decide against the stream's state (cached in memory, see
 //! [`super::cache`]), then append the events (+ a snapshot now and then) + the idempotency
-//! record in ONE prepared statement: one round trip, one transaction, one row per event.
+//! record in ONE prepared statement: one row per event. Commands appending at the same time
+//! share that statement's transaction ([`super::batch`]).
 //! The unique (stream_id, version) of the events is the concurrency check: when another
 //! process appended to the stream since its state was cached, the insert fails, the state is
 //! reloaded and the command decided again, a bounded number of times.
@@ -10,6 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
+use super::batch::Row;
 use super::error::unique_violation;
 use super::{Store, StoreError};
 use crate::domain::{Command, Event, QueueState, Rejection, SCHEMA_VERSION};
@@ -190,10 +192,12 @@ impl Store {
         T: Serialize + DeserializeOwned,
         F: Fn(&Decided<'_>) -> T,
     {
-        let client = self.pool.get().await?;
         let state = match cached {
             Some(state) => state,
-            None => cached.insert(load(&client, stream_id).await?),
+            None => {
+                let client = self.pool.get().await?;
+                cached.insert(load(&client, stream_id).await?)
+            }
         };
         let at = now();
         let decided = match state.decide(command, at) {
@@ -202,6 +206,7 @@ impl Store {
                 // Remember the answer, so a retry with the same key gets it again even if the
                 // queue has changed since (the contract: the first response, nothing appended).
                 if let Some(idem) = &ctx.idempotency {
+                    let client = self.pool.get().await?;
                     let stored = serde_json::json!({ "rejected": rejection });
                     let inserted = client
                         .query_opt(
@@ -234,8 +239,46 @@ impl Store {
                 event,
             });
         }
-        match append(&client, state, expected, stream_id, &events, ctx, respond).await {
-            Ok(response) => {
+        let response = respond(&Decided {
+            state,
+            events: &events,
+        });
+        let snapshot =
+            if expected == 0 || state.version / SNAPSHOT_EVERY != expected / SNAPSHOT_EVERY {
+                Some(serde_json::to_value(&*state).map_err(|e| {
+                    StoreError::Corrupt(format!("snapshot does not serialise: {e}"))
+                })?)
+            } else {
+                None
+            };
+        let appended = match (&ctx.idempotency, events.as_slice()) {
+            // The common case goes with whatever other commands are appending (batch.rs).
+            (None, [event]) => {
+                self.appender()
+                    .append(Row {
+                        event_id: event.event_id,
+                        stream_id: stream_id.to_owned(),
+                        version: event.version,
+                        event_type: event.event.event_type(),
+                        occurred_at: at,
+                        correlation_id: ctx.correlation_id.clone(),
+                        causation_id: ctx.causation_id.clone(),
+                        actor: ctx.actor.clone(),
+                        payload: event.event.payload(),
+                        snapshot,
+                    })
+                    .await
+            }
+            _ => {
+                let client = self.pool.get().await?;
+                append(
+                    &client, state, stream_id, &events, ctx, &response, snapshot, at,
+                )
+                .await
+            }
+        };
+        match appended {
+            Ok(true) => {
                 for e in &events {
                     self.metrics
                         .events_appended
@@ -247,66 +290,46 @@ impl Store {
                     replayed: false,
                 }))
             }
+            Ok(false) => {
+                *cached = None;
+                Ok(Attempt::Stale)
+            }
             Err(e) => {
                 *cached = None;
-                match e {
-                    StoreError::Database(e)
-                        if unique_violation(Some(&e))
-                            == Some("waiting_room_events_stream_version") =>
-                    {
-                        Ok(Attempt::Stale)
-                    }
-                    e => Err(e),
-                }
+                Err(e)
             }
         }
     }
 }
 
-/// The append statement for `events` (already applied to `state`, which was at `expected`).
-async fn append<T, F>(
+/// The one-statement append for `events` with an Idempotency-Key (or several events):
+/// `Ok(false)` when another process appended to the stream first.
+#[allow(clippy::too_many_arguments)]
+async fn append<T: Serialize>(
     client: &deadpool_postgres::Client,
     state: &QueueState,
-    expected: i64,
     stream_id: &str,
     events: &[NewEvent],
     ctx: &CommandContext,
-    respond: &F,
-) -> Result<T, StoreError>
-where
-    T: Serialize,
-    F: Fn(&Decided<'_>) -> T,
-{
-    let response = respond(&Decided { state, events });
-    let response_json = match &ctx.idempotency {
-        Some(_) => Some(
-            serde_json::to_value(&response)
-                .map(|r| serde_json::json!({ "response": r }))
-                .map_err(|e| StoreError::Corrupt(format!("response does not serialise: {e}")))?,
-        ),
-        None => None,
-    };
+    response: &T,
+    snapshot: Option<serde_json::Value>,
+    at: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let response_json = serde_json::to_value(response)
+        .map(|r| serde_json::json!({ "response": r }))
+        .map_err(|e| StoreError::Corrupt(format!("response does not serialise: {e}")))?;
     let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
     let versions: Vec<i32> = events.iter().map(|e| e.version).collect();
     let types: Vec<&str> = events.iter().map(|e| e.event.event_type()).collect();
-    let at = now();
     let times: Vec<DateTime<Utc>> = events.iter().map(|_| at).collect();
     let payloads: Vec<serde_json::Value> = events.iter().map(|e| e.event.payload()).collect();
     let version = i32::try_from(state.version).unwrap_or(i32::MAX);
-    let snapshot = if expected == 0 || state.version / SNAPSHOT_EVERY != expected / SNAPSHOT_EVERY {
-        Some(
-            serde_json::to_value(state)
-                .map_err(|e| StoreError::Corrupt(format!("snapshot does not serialise: {e}")))?,
-        )
-    } else {
-        None
-    };
     let (key, request) = match &ctx.idempotency {
         Some(i) => (Some(i.key.as_str()), Some(&i.request)),
         None => (None, None),
     };
     let statement = client.prepare_cached(APPEND).await?;
-    client
+    let result = client
         .query(
             &statement,
             &[
@@ -324,11 +347,17 @@ where
                 &snapshot,
                 &key,
                 &request,
-                &response_json,
+                &Some(response_json),
             ],
         )
-        .await?;
-    Ok(response)
+        .await;
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if unique_violation(Some(&e)) == Some("waiting_room_events_stream_version") => {
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A stream's state: its snapshot plus the events after it (a missing stream is empty).

@@ -26,15 +26,22 @@ pub enum StoreError {
     /// A stored row could not be read back (a bug or a manual edit).
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// The failure of a statement shared by several commands (a batched append).
+    #[error(transparent)]
+    Shared(std::sync::Arc<StoreError>),
+    /// The process is shutting down; the append writer is gone.
+    #[error("the store is shutting down")]
+    Stopped,
 }
 
 impl StoreError {
     /// Whether the failure is the database's (503), not the caller's (4xx).
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            Self::Database(_) | Self::Pool(_) | Self::Contended(..)
-        )
+        match self {
+            Self::Shared(e) => e.is_unavailable(),
+            Self::Database(_) | Self::Pool(_) | Self::Contended(..) | Self::Stopped => true,
+            _ => false,
+        }
     }
 
     /// The unique-violation constraint name, if this is one.
@@ -45,6 +52,7 @@ impl StoreError {
     fn as_db(&self) -> Option<&tokio_postgres::Error> {
         match self {
             Self::Database(e) => Some(e),
+            Self::Shared(e) => e.as_db(),
             _ => None,
         }
     }

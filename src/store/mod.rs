@@ -3,6 +3,7 @@
 //! model cached per stream; loading streams; migrations; connecting.
 
 mod append;
+mod batch;
 mod cache;
 pub mod db;
 mod error;
@@ -27,6 +28,8 @@ pub struct Store {
     pool: Pool,
     metrics: Arc<Metrics>,
     streams: Arc<StreamCache>,
+    /// Started on the first append, on the runtime that makes it.
+    appender: Arc<std::sync::OnceLock<batch::Appender>>,
 }
 
 impl Store {
@@ -36,7 +39,13 @@ impl Store {
             pool,
             metrics,
             streams: Arc::default(),
+            appender: Arc::default(),
         }
+    }
+
+    fn appender(&self) -> &batch::Appender {
+        self.appender
+            .get_or_init(|| batch::Appender::start(self.pool.clone()))
     }
 
     /// The underlying pool, for the read-side queries of other stages.

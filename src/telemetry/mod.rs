@@ -1,5 +1,8 @@
 //! Logs (tracing) and metrics (prometheus-client). One [`Metrics`] registry per process,
-//! shared by every role and served by the API at `/metrics`.
+//! shared by every role and served by the API at `/metrics`, with the standard process
+//! metrics ([`process`]) beside the `waitroom_` ones.
+
+pub mod process;
 
 use std::io::IsTerminal;
 use std::sync::atomic::AtomicU64;
@@ -120,7 +123,11 @@ impl Default for Metrics {
 impl Metrics {
     /// Creates and registers every metric under the `waitroom_` prefix.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("waitroom");
+        // The process metrics keep their conventional unprefixed names; ours live in a
+        // `waitroom_` sub-registry.
+        let mut root = Registry::default();
+        root.register_collector(Box::new(process::ProcessCollector));
+        let registry = root.sub_registry_with_prefix("waitroom");
         let m = Self {
             events_appended: Family::default(),
             events_published: Family::default(),
@@ -215,7 +222,10 @@ impl Metrics {
             "HTTP request latency",
             m.http_duration.clone(),
         );
-        Self { registry, ..m }
+        Self {
+            registry: root,
+            ..m
+        }
     }
 
     /// The OpenMetrics text exposition.

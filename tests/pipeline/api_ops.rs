@@ -193,6 +193,25 @@ async fn metrics_are_openmetrics_text_counting_appended_events() {
         text.contains("# TYPE waitroom_events_appended counter"),
         "{text}"
     );
+    #[cfg(target_os = "linux")]
+    for (family, sample) in [
+        (
+            "process_resident_memory_bytes gauge",
+            "process_resident_memory_bytes ",
+        ),
+        ("process_cpu_seconds counter", "process_cpu_seconds_total "),
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {family}")),
+            "{family}: {text}"
+        );
+        let value: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(sample))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("a {sample}sample: {text}"));
+        assert!(value >= 0.0, "{sample}{value}");
+    }
     assert!(
         text.trim_end().ends_with("# EOF"),
         "OpenMetrics ends with # EOF"

@@ -63,7 +63,7 @@ async fn help_prints_usage_and_exits_zero() {
     assert!(output.status.success());
     let usage = text(&output.stdout);
     for subcommand in [
-        "run", "serve", "relay", "project", "migrate", "rebuild", "openapi",
+        "run", "serve", "relay", "project", "migrate", "rebuild", "bench", "openapi",
     ] {
         assert!(
             usage.contains(subcommand),

@@ -8,6 +8,7 @@ mod api_malformed;
 mod api_ops;
 mod api_ordering;
 mod api_support;
+mod bench;
 mod cli;
 mod cli_commands;
 mod cli_errors;

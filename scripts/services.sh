@@ -157,6 +157,36 @@ ensure_psql() {
     ( apt_install postgresql-client ) || say "postgres: warning: psql client missing and could not be installed"
 }
 
+# The strict end-to-end lag (waitroom bench, its tests, bench/run.sh) reads commit
+# timestamps: pg_xact_commit_timestamp needs track_commit_timestamp = on, which takes a
+# restart. Turned on here for a local Postgres only; WAITROOM_NO_PG_RESTART=1 only warns.
+ensure_commit_timestamps() {
+    local host port admin ver
+    read -r host port < <(url_host_port "$DATABASE_URL" 5432)
+    is_local "$host" || return 0
+    command -v psql >/dev/null 2>&1 || return 0
+    admin="postgres://postgres@$host:$port/postgres"
+    [[ "$(psql "$admin" -Atc 'SHOW track_commit_timestamp' 2>/dev/null)" == "off" ]] || return 0
+    if [[ -n "${WAITROOM_NO_PG_RESTART:-}" ]]; then
+        say "postgres: warning: track_commit_timestamp is off; lag is then measured by the lag table's clock"
+        return 0
+    fi
+    # The cluster listening on this port (pg_lsclusters: Ver Cluster Port Status ...).
+    ver="$(pg_lsclusters -h 2>/dev/null | awk -v p="$port" '$3 == p { print $1 " " $2; exit }')"
+    [[ -n "$ver" ]] || { say "postgres: warning: track_commit_timestamp is off and no local cluster on port $port to restart"; return 0; }
+    say "postgres: turning track_commit_timestamp on and restarting cluster ${ver/ //} (commit-time lag; WAITROOM_NO_PG_RESTART=1 skips this)"
+    psql "$admin" -qc "ALTER SYSTEM SET track_commit_timestamp = on" >&2 \
+        || die "postgres: ALTER SYSTEM SET track_commit_timestamp failed"
+    # shellcheck disable=SC2086
+    as_root pg_ctlcluster --skip-systemctl-redirect $ver restart >&2 \
+        || die "postgres: restarting cluster $ver failed"
+    local deadline=$((SECONDS + 30))
+    until psql "$admin" -Atc 'SELECT 1' >/dev/null 2>&1; do
+        ((SECONDS < deadline)) || die "postgres: not accepting connections 30 s after the restart"
+        sleep 0.5
+    done
+}
+
 # ---------------------------------------------------------------- RabbitMQ
 
 # Is a RabbitMQ node (an Erlang VM running rabbit) alive on this machine? False without pgrep.
@@ -208,4 +238,5 @@ ensure_rabbitmq() {
 
 ensure_postgres
 ensure_psql
+ensure_commit_timestamps
 ensure_rabbitmq

@@ -126,10 +126,11 @@ async fn rebuild(settings: &waitroom::config::Settings, projection: &str) -> Exi
     match result {
         Ok(report) => {
             println!(
-                "rebuilt {projection}: {} events in {} streams in {:.2} s",
+                "rebuilt {projection}: {} events in {} streams in {:.2} s ({:.0} events/s)",
                 report.events,
                 report.streams,
-                started.elapsed().as_secs_f64()
+                started.elapsed().as_secs_f64(),
+                report.events as f64 / started.elapsed().as_secs_f64().max(1e-9)
             );
             ExitCode::SUCCESS
         }

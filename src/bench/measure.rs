@@ -22,8 +22,6 @@ use crate::store::DbConfig;
 pub const LAG_FACTS: &str = "event_lag_facts";
 /// How often the drain is polled.
 const DRAIN_POLL: Duration = Duration::from_millis(10);
-/// Longest wait for the measured events to be projected after the load.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where the e2e lag figures come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -180,7 +178,7 @@ impl Measurer {
             .get(0))
     }
 
-    /// Polls until every event in (start, end] is projected (or failed), timing from
+    /// Polls until every event in (start, end] is projected (or failed) or `timeout` passed, timing from
     /// `load_end`. Call it once no request is in flight: a command still running could add
     /// an event to the range after a poll said it was done.
     pub async fn drain(
@@ -188,6 +186,7 @@ impl Measurer {
         start: i64,
         end: i64,
         load_end: Instant,
+        timeout: Duration,
     ) -> Result<Drain, BenchError> {
         let sql = format!(
             "SELECT count(*) FROM waiting_room_events e \
@@ -209,7 +208,7 @@ impl Measurer {
                 .map_err(BenchError::query("count unprojected events"))?
                 .get(0);
             let elapsed = load_end.elapsed();
-            if left == 0 || elapsed >= DRAIN_TIMEOUT {
+            if left == 0 || elapsed >= timeout {
                 return Ok(Drain {
                     completed: left == 0,
                     time_ms: elapsed.as_secs_f64() * 1000.0,

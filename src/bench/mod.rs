@@ -74,6 +74,11 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1, value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(0..=3_600))]
     pub metrics_every: u64,
+    /// Longest wait, after the load, for the measured events to be projected; 0 = do not
+    /// wait (appends-only runs against `waitroom serve`, where nothing projects).
+    #[arg(long, default_value_t = 60, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    pub drain_timeout: u64,
     /// Print one JSON document on stdout instead of the table (no progress bar).
     #[arg(long)]
     pub json: bool,
@@ -245,7 +250,14 @@ async fn bench(
         end,
         "bench: load finished, judging the drain"
     );
-    let drain = db.drain(start, end, plan.stop_at).await?;
+    let drain = db
+        .drain(
+            start,
+            end,
+            plan.stop_at,
+            Duration::from_secs(args.drain_timeout),
+        )
+        .await?;
     // Stopped only now: a scrape can take a while (the service queries its database for
     // some gauges), and the drain is part of the run whose peak memory is reported.
     let peak_rss = memory.stop().await;

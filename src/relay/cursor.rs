@@ -86,7 +86,9 @@ const ADVANCE: &str = "UPDATE relay_cursor SET done = $1::text::pg_snapshot, \
 /// row, and in a row of NULLs when there is no event, so the caller always learns it. Dead
 /// events (the relay gave up on them) are skipped.
 const CLAIM: &str = "\
-WITH now AS (SELECT pg_current_snapshot() AS snapshot, now() AS at),
+WITH now AS (SELECT pg_current_snapshot() AS snapshot, now() AS at,
+                    -- $6: lower the idle flag on the way (the first claim after a wake-up).
+                    CASE WHEN $6 THEN setval('relay_wakeup', 0) END AS woke),
      bound AS (SELECT coalesce($2::text::pg_snapshot, now.snapshot) AS upper FROM now)
 SELECT e.event_id, e.stream_id, e.version, e.global_position, e.event_type, e.occurred_at,
        e.correlation_id, e.causation_id, e.actor, e.payload::text, e.txid::text::bigint,
@@ -177,6 +179,17 @@ impl Queries {
         after: &Cursor,
         limit: i64,
     ) -> Result<Claimed, tokio_postgres::Error> {
+        self.claim_waking(client, after, limit, false).await
+    }
+
+    /// [`Queries::claim`], lowering the idle flag in the same statement when `wake`.
+    pub async fn claim_waking(
+        &self,
+        client: &Client,
+        after: &Cursor,
+        limit: i64,
+        wake: bool,
+    ) -> Result<Claimed, tokio_postgres::Error> {
         let partial = after.partial.as_ref();
         let rows = client
             .query(
@@ -187,6 +200,7 @@ impl Queries {
                     &partial.map(|p| p.txid),
                     &partial.map(|p| p.global_position),
                     &limit,
+                    &wake,
                 ],
             )
             .await?;

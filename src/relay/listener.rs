@@ -20,8 +20,7 @@ pub const CHANNEL: &str = "waiting_room_outbox";
 
 /// The idle flag is a sequence: setting it is not transactional, so appends see it at once
 /// (see `sql/functions/relay.sql`).
-const SET_WAITING: &str = "SELECT setval('relay_wakeup', 1)";
-const CLEAR_WAITING: &str = "SELECT setval('relay_wakeup', 0)";
+const SET_FLAG: &str = "SELECT setval('relay_wakeup', $1)";
 
 /// Whether going idle found work after all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +35,7 @@ pub enum Idle {
 pub struct Listener {
     client: tokio_postgres::Client,
     queries: Queries,
+    set_flag: tokio_postgres::Statement,
     wakeups: mpsc::UnboundedReceiver<()>,
     lost: bool,
 }
@@ -77,9 +77,11 @@ impl Listener {
             ))
             .await?;
         let queries = Queries::prepare(&client).await?;
+        let set_flag = client.prepare(SET_FLAG).await?;
         Ok(Self {
             client,
             queries,
+            set_flag,
             wakeups,
             lost: false,
         })
@@ -109,7 +111,10 @@ impl Listener {
 
     /// Lowers the flag: appends stop notifying. Call it as soon as the relay is awake.
     pub async fn awake(&mut self) -> Result<(), tokio_postgres::Error> {
-        self.client.batch_execute(CLEAR_WAITING).await
+        self.client
+            .execute(&self.set_flag, &[&0i64])
+            .await
+            .map(|_| ())
     }
 
     /// Going idle: discard stale wake-ups, raise the flag, then look for events past `at`
@@ -121,7 +126,7 @@ impl Listener {
             return Ok(Idle::Work);
         }
         while let Ok(()) = self.wakeups.try_recv() {}
-        self.client.batch_execute(SET_WAITING).await?;
+        self.client.execute(&self.set_flag, &[&1i64]).await?;
         // A claim taken after the flag went up: its snapshot is the one to wait out.
         let first = self.queries.claim(&self.client, at, 1).await?;
         if !first.events.is_empty() {
@@ -129,6 +134,11 @@ impl Listener {
             return Ok(Idle::Work);
         }
         let flagged = first.next.done;
+        if flagged.ends_with(':') {
+            // `xmin:xmax:` with no transaction in flight: every append that read the flag
+            // down had committed, and the claim saw its events.
+            return Ok(Idle::Asleep);
+        }
         let mut delay = Duration::from_micros(500);
         loop {
             let settled = self.queries.settled(&self.client, &flagged).await?;

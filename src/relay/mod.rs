@@ -15,7 +15,7 @@ mod publish;
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio_util::sync::CancellationToken;
@@ -35,6 +35,8 @@ use crate::telemetry::{EventTypeLabel, Metrics};
 pub const BATCH_SIZE: i64 = 500;
 /// Batches sent before the oldest one's confirms are in.
 pub const IN_FLIGHT: usize = 16;
+/// While busy, how often the relay stores its cursor (always when it goes idle or stops).
+const STORE_EVERY: Duration = Duration::from_millis(50);
 /// While confirms are outstanding, how often the relay looks for new events.
 const CLAIM_EVERY: Duration = Duration::from_millis(5);
 /// How often an idle leader re-checks the outbox without a notification (lost-connection cover).
@@ -61,7 +63,11 @@ pub enum RelayError {
 /// events it saw refused (whose `last_error` it clears once they are published).
 pub struct Leader {
     listener: Listener,
+    /// Published up to here (confirmed by RabbitMQ).
     cursor: Cursor,
+    /// What the database holds; trails `cursor` by at most [`STORE_EVERY`] while busy.
+    stored: Cursor,
+    stored_at: Instant,
     refused: HashSet<i64>,
 }
 
@@ -72,7 +78,9 @@ impl Leader {
         let cursor = listener.queries().load(listener.client()).await?;
         Ok(Self {
             listener,
+            stored: cursor.clone(),
             cursor,
+            stored_at: Instant::now(),
             refused: HashSet::new(),
         })
     }
@@ -80,6 +88,20 @@ impl Leader {
     /// How far this leader has published.
     pub fn cursor(&self) -> &Cursor {
         &self.cursor
+    }
+
+    /// Stores the cursor if it moved. Storing it is bookkeeping: a relay that stops
+    /// without storing only publishes the last batches again (duplicates are no-ops).
+    pub async fn store(&mut self) -> Result<(), tokio_postgres::Error> {
+        if self.stored != self.cursor {
+            self.listener
+                .queries()
+                .advance(self.listener.client(), &self.cursor)
+                .await?;
+            self.stored = self.cursor.clone();
+        }
+        self.stored_at = Instant::now();
+        Ok(())
     }
 }
 
@@ -136,7 +158,9 @@ impl Relay {
                 return Err(e);
             }
         };
-        self.settle_batch(leader, &events, &acked, next).await
+        let outcome = self.settle_batch(leader, &events, &acked, next).await?;
+        leader.store().await?;
+        Ok(outcome)
     }
 
     /// Records what RabbitMQ said about a batch and, when every event is confirmed or dead,
@@ -149,7 +173,6 @@ impl Relay {
         next: Cursor,
     ) -> Result<BatchOutcome, RelayError> {
         let client = leader.listener.client();
-        let queries = leader.listener.queries();
         let settled = settle(client, events, acked).await?;
         if !leader.refused.is_empty() {
             let now_published: Vec<i64> = events
@@ -167,8 +190,10 @@ impl Relay {
         }
         leader.refused.extend(&settled.retry);
         if settled.complete {
-            queries.advance(client, &next).await?;
             leader.cursor = next;
+            if leader.stored_at.elapsed() >= STORE_EVERY {
+                leader.store().await?;
+            }
         }
         let mut outcome = BatchOutcome {
             claimed: events.len(),
@@ -230,16 +255,26 @@ impl Relay {
     async fn lead(&self, leader: &mut Leader, shutdown: &CancellationToken) {
         let mut publisher: Option<Publisher> = None;
         let mut backoff = new_backoff();
+        // Woken from sleep with the idle flag still up: the first claim lowers it.
+        let mut woken = false;
         loop {
             if shutdown.is_cancelled() || leader.listener.is_lost() {
+                let _ = leader.store().await;
                 return;
             }
-            match self.drain(leader, &mut publisher, shutdown).await {
+            let drained = match self.drain(leader, &mut publisher, shutdown, woken).await {
+                Ok(()) => leader.store().await.map_err(RelayError::from),
+                Err(e) => Err(e),
+            };
+            match drained {
                 Ok(()) => {
+                    woken = false;
                     backoff = new_backoff();
                     self.live.set_relay_error(None);
                 }
                 Err(e) => {
+                    woken = false;
+                    let _ = leader.listener.awake().await;
                     let delay = backoff.next().unwrap_or(Duration::from_secs(5));
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "relay: batch failed");
                     self.live.set_relay_error(Some(e.to_string()));
@@ -260,7 +295,10 @@ impl Relay {
                 idle = leader.listener.idle(&cursor) => idle,
             };
             match idle {
-                Ok(Idle::Work) => continue,
+                Ok(Idle::Work) => {
+                    self.wake("work");
+                    continue;
+                }
                 Ok(Idle::Asleep) => {}
                 Err(e) => {
                     tracing::warn!(error = %crate::store::describe(&e), "relay: idle check failed");
@@ -269,16 +307,23 @@ impl Relay {
                 }
             }
             tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = leader.listener.notified() => {}
-                _ = tokio::time::sleep(SAFETY_SWEEP) => {}
+                _ = shutdown.cancelled() => {
+                    // Nobody should notify a relay that is gone.
+                    let _ = leader.listener.awake().await;
+                }
+                _ = leader.listener.notified() => self.wake("notify"),
+                _ = tokio::time::sleep(SAFETY_SWEEP) => self.wake("sweep"),
             }
-            // Awake: appends stop notifying. (On shutdown too, so that nobody notifies a
-            // relay that is gone.)
-            if let Err(e) = leader.listener.awake().await {
-                tracing::warn!(error = %crate::store::describe(&e), "relay: cannot lower the idle flag");
-            }
+            // Awake: the next claim lowers the flag, so appends stop notifying.
+            woken = true;
         }
+    }
+
+    fn wake(&self, cause: &'static str) {
+        self.metrics
+            .relay_wakeups
+            .get_or_create(&crate::telemetry::WakeLabel { cause })
+            .inc();
     }
 
     /// Publishes until nothing is past the cursor. Up to [`IN_FLIGHT`] batches are sent
@@ -290,6 +335,7 @@ impl Relay {
         leader: &mut Leader,
         publisher: &mut Option<Publisher>,
         shutdown: &CancellationToken,
+        mut wake: bool,
     ) -> Result<(), RelayError> {
         let p = match publisher {
             Some(p) if p.is_connected() => p,
@@ -310,8 +356,9 @@ impl Relay {
                     next,
                 } = listener
                     .queries()
-                    .claim(listener.client(), &ahead, BATCH_SIZE)
+                    .claim_waking(listener.client(), &ahead, BATCH_SIZE, wake)
                     .await?;
+                wake = false;
                 ahead = next.clone();
                 if !events.is_empty() {
                     let confirms = match p.send(&events, claimed_at).await {

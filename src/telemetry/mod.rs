@@ -72,6 +72,14 @@ impl ProjectionLabel {
     }
 }
 
+/// `cause` label of relay wake-ups: `notify` (an append's NOTIFY), `sweep` (the safety
+/// sweep found the relay asleep for [`crate::relay::SAFETY_SWEEP`]), `work` (events
+/// arrived while it was going idle).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WakeLabel {
+    pub cause: &'static str,
+}
+
 /// `method`, `route`, `status` labels of HTTP requests.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
@@ -110,6 +118,7 @@ pub struct Metrics {
     pub outbox_failed: Gauge,
     pub parked_streams: Family<ProjectionLabel, Gauge>,
     pub relay_leader: Gauge,
+    pub relay_wakeups: Family<WakeLabel, Counter>,
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_duration: Family<RouteLabels, Histogram>,
 }
@@ -142,6 +151,7 @@ impl Metrics {
             outbox_failed: Gauge::default(),
             parked_streams: Family::default(),
             relay_leader: Gauge::default(),
+            relay_wakeups: Family::default(),
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(latency_histogram),
             registry: Registry::default(),
@@ -211,6 +221,11 @@ impl Metrics {
             "relay_leader",
             "1 when this process is the active relay",
             m.relay_leader.clone(),
+        );
+        registry.register(
+            "relay_wakeups",
+            "Times the relay went idle and was woken, by cause (notify, sweep, work)",
+            m.relay_wakeups.clone(),
         );
         registry.register(
             "http_requests",

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Produces every performance figure in the README's "Performance" section.
 #
-#   bash bench/run.sh            # all scenarios, ~12 minutes on 2 cores
+#   bash bench/run.sh            # all scenarios, ~15 minutes on 2 cores
 #   bash bench/run.sh idle sweep # only these (names below)
 #
 # Each scenario starts the release binary as its own process (`waitroom run`, or
@@ -53,8 +53,11 @@ start() {
     DATABASE_URL="$(db_url "$db")" BROKER_SUFFIX=benchrun HTTP_ADDR="127.0.0.1:$PORT" \
         RUST_LOG=info LOG_FORMAT=json "$BIN" "$role" >"$OUT/logs/$db.log" 2>&1 &
     SERVER_PID=$!
+    # `serve` alone is never ready (no relay leader, no projector consumer): wait for liveness.
+    local probe=/health/ready
+    [[ "$role" == run ]] || probe=/health
     for _ in $(seq 1 200); do
-        if curl -fsS "$URL/health/ready" >/dev/null 2>&1; then return 0; fi
+        if curl -fsS "$URL$probe" >/dev/null 2>&1; then return 0; fi
         kill -0 "$SERVER_PID" 2>/dev/null || die "waitroom $role exited; see $OUT/logs/$db.log"
         sleep 0.1
     done
@@ -154,7 +157,25 @@ scenario_notify() {
     drop waitroom_benchrun_notify
 }
 
-ALL=(idle moderate sweep closed queues growth notify)
+# Where the CPU goes at 1,500 commands/s: per-process CPU per event and the top statements
+# (pg_stat_statements; loaded into a local Postgres with a restart when it is not).
+scenario_profile() {
+    local libs
+    libs="$(psql "$ADMIN" -Atc 'SHOW shared_preload_libraries')"
+    if [[ "$libs" != *pg_stat_statements* ]]; then
+        say "profile: loading pg_stat_statements (ALTER SYSTEM shared_preload_libraries, restart)"
+        psql "$ADMIN" -qc "ALTER SYSTEM SET shared_preload_libraries = '${libs:+$libs,}pg_stat_statements'"
+        pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main restart \
+            || die "could not restart Postgres"
+        bash scripts/services.sh
+    fi
+    start run waitroom_benchrun_profile
+    python3 bench/profile.py --url "$URL" --database-url "$(db_url waitroom_benchrun_profile)" \
+        --rate 1500 --duration 20 --bin "$BIN" --out "$OUT/profile.md"
+    stop_server; drop waitroom_benchrun_profile
+}
+
+ALL=(idle moderate sweep closed queues growth notify profile)
 
 # ----------------------------------------------------------------------- main
 
@@ -182,8 +203,18 @@ for s in "$@"; do "scenario_$s"; done
 
 bash bench/summary.sh >"$OUT/summary.md"
 say "figures in $OUT/summary.md"
-if python3 bench/plot.py "$OUT" 2>/dev/null; then
+# matplotlib for the plot: the system's, else a virtual environment in bench/.venv.
+PY=python3
+if ! python3 -c 'import matplotlib' 2>/dev/null; then
+    if [[ ! -x bench/.venv/bin/python ]] || ! bench/.venv/bin/python -c 'import matplotlib' 2>/dev/null; then
+        say "installing matplotlib into bench/.venv"
+        python3 -m venv bench/.venv && bench/.venv/bin/pip install -q matplotlib >&2 \
+            || say "could not install matplotlib (python3-venv missing?)"
+    fi
+    PY=bench/.venv/bin/python
+fi
+if "$PY" bench/plot.py "$OUT" >/dev/null; then
     say "plot in $OUT/lag-vs-load.png"
 else
-    say "no plot (python3 with matplotlib is needed: pip install matplotlib)"
+    say "no plot (matplotlib missing)"
 fi

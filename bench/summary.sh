@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/results"
 
 # q FILE FILTER: jq on a result file, "–" when the file or the value is missing.
-q() { [[ -f "$1.json" ]] && jq -r "($2) // \"–\"" "$1.json" 2>/dev/null || echo "–"; }
+q() { [[ -f "$1.json" ]] && jq -r "($2) | if . == null then \"–\" else . end" "$1.json" 2>/dev/null || echo "–"; }
 r0() { q "$1" "$2 | if type == \"number\" then (. * 10 | round / 10) else . end"; }
 mb() { q "$1" ".peak_rss_bytes | if . then (. / 1048576 | round) else null end"; }
 
@@ -67,4 +67,8 @@ if [[ -n "$on" && -n "$off" ]]; then
     echo
     jq -rn --argjson on "$on" --argjson off "$off" \
         '"Mean: \($on | round) events/s notifying vs \($off | round) not; tax \((1 - $on / $off) * 1000 | round / 10) %."'
+fi
+if [[ -f profile.md ]]; then
+    echo
+    sed 's/^## /### /' profile.md
 fi

@@ -16,7 +16,7 @@
 //! - [`bench`]: `waitroom bench`, a load generator that reports end-to-end lag from commit
 //!   timestamps.
 //!
-//! Postgres is the source of truth; RabbitMQ is the fast path. See `ARCHITECTURE.md`
+//! Postgres is the source of truth; RabbitMQ is the fast path. See `docs/architecture.md`
 //! for the invariants and the README for how to run it.
 
 pub mod api;

@@ -75,7 +75,8 @@ pub struct BenchArgs {
           value_parser = clap::value_parser!(u64).range(0..=3_600))]
     pub metrics_every: u64,
     /// Longest wait, after the load, for the measured events to be projected; 0 = do not
-    /// wait (appends-only runs against `waitroom serve`, where nothing projects).
+    /// wait, nor for the created queues to reach the read model before the load (appends-only
+    /// runs against `waitroom serve`, where nothing projects).
     #[arg(long, default_value_t = 60, value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(0..=3_600))]
     pub drain_timeout: u64,
@@ -192,8 +193,11 @@ async fn bench(
         .map(|n| format!("bench-{run_id}-{n}"))
         .collect();
     http::create_queues(&http, &target.url, &queues).await?;
-    db.wait_queues_visible(&queues, QUEUES_VISIBLE_WITHIN)
-        .await?;
+    // With --drain-timeout 0 nothing is expected to project (appends-only runs).
+    if args.drain_timeout > 0 {
+        db.wait_queues_visible(&queues, QUEUES_VISIBLE_WITHIN)
+            .await?;
+    }
 
     let workload = Workload::new(args.workload, queues, args.patients);
     let mode = match args.rate {

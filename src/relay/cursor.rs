@@ -2,7 +2,7 @@
 //!
 //! A sequence value (the global position) is taken before commit, so a later-committing
 //! transaction can hold a smaller position, and reading by position alone can skip an
-//! event (ARCHITECTURE invariant 3). The relay reads by visibility instead, as PgQ does: a
+//! event (docs/architecture.md, invariant 3). The relay reads by visibility instead, as PgQ does: a
 //! batch is the events that became visible between two snapshots, "visible now, not visible
 //! in the last snapshot published". Every committed event is in exactly one such batch, the
 //! moment it commits; no in-flight transaction, long or short, holds anything back.

@@ -122,10 +122,12 @@ BEGIN
     PERFORM pg_advisory_xact_lock_shared(hashtext('waitroom.projection'), hashtext(p_projection)),
             set_config('synchronous_commit', 'off', true);
 
+    -- (OFFSET 0 keeps the NOT EXISTS a keyed lookup per stream; as an anti-join it read
+    -- every checkpoint of the projection, a cost that grew with the number of queues.)
     INSERT INTO projection_checkpoints (projection, stream_id)
     SELECT p_projection, x FROM unnest(p_streams) AS x
      WHERE NOT EXISTS (SELECT 1 FROM projection_checkpoints c
-                        WHERE c.projection = p_projection AND c.stream_id = x)
+                        WHERE c.projection = p_projection AND c.stream_id = x OFFSET 0)
      ORDER BY x
         ON CONFLICT DO NOTHING;
 
@@ -173,6 +175,16 @@ BEGIN
         SELECT w.sid, w.after_v, coalesce(b.bad_v - 1, w.to_v) AS good_v, b.bad_v, b.err
           FROM unnest(s, a, z) AS w(sid, after_v, to_v)
           LEFT JOIN unnest(bs, bv, be) AS b(sid, bad_v, err) ON b.sid = w.sid
+    ), keyed AS (
+        -- Each stream's checkpoint row, looked up by key, then updated by its row address:
+        -- joined by stream id instead, the planner scanned every checkpoint of the
+        -- projection and compared each with every stream of the batch. The rows cannot move
+        -- in between: only holders of the streams' advisory locks (taken above) update them.
+        SELECT w.*, k.ctid AS row_at
+          FROM work w
+         CROSS JOIN LATERAL (SELECT c.ctid FROM projection_checkpoints c
+                              WHERE c.projection = p_projection AND c.stream_id = w.sid
+                             OFFSET 0) k
     ), checkpoints AS (
         UPDATE projection_checkpoints c
            SET last_version = w.good_v,
@@ -182,19 +194,20 @@ BEGIN
                last_error = w.err,
                parked_at = CASE WHEN w.err IS NULL THEN NULL ELSE t END,
                updated_at = t
-          FROM work w
-         WHERE c.projection = p_projection AND c.stream_id = w.sid AND c.stream_id = ANY (s)
+          FROM keyed w
+         WHERE c.ctid = w.row_at
     ), applied AS (
+        -- The dispatch time of the event's (first) delivery, found in the arrays: a join
+        -- with them compared every event with every delivery.
         SELECT e.event_id, e.global_position, e.stream_id, e.version, e.event_type, e.recorded_at,
-               least(coalesce(d.at, t), t) AS published_at, x.status AS fact
+               least(coalesce(p_published_at[array_position(p_positions, e.global_position)], t), t)
+                   AS published_at,
+               x.status AS fact
           FROM work w
          CROSS JOIN LATERAL (SELECT e.* FROM waiting_room_events e
                               WHERE e.stream_id = w.sid AND e.version > w.after_v
                                 AND e.version <= w.good_v
                              OFFSET 0) e
-          LEFT JOIN (SELECT x.pos, min(x.at) AS at
-                       FROM unnest(p_positions, p_published_at) AS x(pos, at)
-                      GROUP BY x.pos) d ON d.pos = e.global_position
           LEFT JOIN LATERAL (SELECT x.status FROM event_lag_facts x
                               WHERE x.event_id = e.event_id OFFSET 0) x ON true
          WHERE proj.tracks_lag

@@ -245,6 +245,15 @@ BEGIN
                pq.called, pq.created_at, pq.last_at, pq.last_v
           FROM per_queue pq
          WHERE pq.created_at IS NOT NULL
+    ), keyed_queues AS (
+        -- Each queue's row looked up by key, then updated by its row address (joined by
+        -- queue id, every queue of the batch was compared with every other). Only the
+        -- holder of the stream's lock (project_batch) updates the row.
+        SELECT pq.*, k.ctid AS row_at
+          FROM per_queue pq
+         CROSS JOIN LATERAL (SELECT w.ctid FROM waiting_queue_view w WHERE w.queue_id = pq.q
+                             OFFSET 0) k
+         WHERE pq.created_at IS NULL
     ), old_queues AS (
         UPDATE waiting_queue_view w
            SET current_patient_count = w.current_patient_count + pq.waiting + pq.called,
@@ -252,8 +261,8 @@ BEGIN
                called_count = w.called_count + pq.called,
                updated_at = pq.last_at,
                updated_by_event_version = pq.last_v
-          FROM per_queue pq
-         WHERE w.queue_id = pq.q AND pq.created_at IS NULL AND w.queue_id = ANY (p_streams)
+          FROM keyed_queues pq
+         WHERE w.ctid = pq.row_at
     )
     SELECT f.q, f.v,
            format('waiting_room: %s v%s does not fit patient %s of queue %s: %s',

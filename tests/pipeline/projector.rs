@@ -277,7 +277,7 @@ async fn a_failing_projection_parks_its_stream_while_other_streams_keep_flowing(
 }
 
 #[tokio::test]
-async fn a_plan_cached_on_empty_read_models_still_looks_patients_up_by_key_on_a_big_queue() {
+async fn a_plan_cached_on_empty_read_models_still_looks_rows_up_by_key_on_a_big_queue_among_many() {
     // A generic plan cached in the long-lived projector session once made one event on a
     // queue of a few hundred patients take seconds (it scanned the whole table per event).
     // The projection functions pin nested loops over the indexes: cache the plans on empty
@@ -324,14 +324,17 @@ async fn a_plan_cached_on_empty_read_models_still_looks_patients_up_by_key_on_a_
             .await
             .unwrap();
     }
-    // Thousands of patients in the queue (the statistics still say it is empty), then six
-    // more events through the same session.
+    // Thousands of patients in the queue and thousands of other queues' checkpoints (the
+    // statistics still say both are nearly empty), then six more events through the same
+    // session.
     client
         .batch_execute(
             "INSERT INTO waiting_patients (queue_id, patient_id, patient_name, priority, priority_rank, \
                consultation_type, status, queued_at, queue_seq, checked_in_at, updated_by_event_version) \
              SELECT 'big', 'old-' || i, 'P', 'Low', 1, 'GP', 'COMPLETED', now(), 0, now(), 1 \
-               FROM generate_series(1, 5000) i",
+               FROM generate_series(1, 5000) i; \
+             INSERT INTO projection_checkpoints (projection, stream_id) \
+             SELECT 'waiting_room', 'other-' || i FROM generate_series(1, 5000) i",
         )
         .await
         .unwrap();

@@ -28,10 +28,12 @@ pub fn is_loopback(ip: IpAddr) -> bool {
     ip.to_canonical().is_loopback()
 }
 
-/// What the console tells clients about itself at startup.
+/// What the console tells clients about itself at startup. psql warns when a server's major
+/// version is newer than its own, so the console claims an old one (the protocol is 3.0
+/// whatever the number says).
 fn parameters() -> Arc<DefaultServerParameterProvider> {
     let mut parameters = DefaultServerParameterProvider::default();
-    parameters.server_version = format!("16.0 (waitroom console {})", env!("CARGO_PKG_VERSION"));
+    parameters.server_version = format!("14.0 (waitroom console {})", env!("CARGO_PKG_VERSION"));
     parameters.default_transaction_read_only = true;
     parameters.is_superuser = false;
     Arc::new(parameters)

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, AppState};
 use crate::broker::{self, BrokerNames, BrokerUnreachable};
 use crate::config::Settings;
+use crate::console::{self, ConsoleStartError};
 use crate::projector::Projector;
 use crate::relay::Relay;
 use crate::state::LiveState;
@@ -68,6 +69,8 @@ pub enum StartupError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Console(#[from] ConsoleStartError),
 }
 
 /// Connects to Postgres (creating the database when missing), applies migrations and
@@ -102,11 +105,16 @@ pub struct Application {
     metrics: Arc<Metrics>,
     live: Arc<LiveState>,
     listener: Option<tokio::net::TcpListener>,
+    console: Option<tokio::net::TcpListener>,
 }
 
 impl Application {
-    /// Checks Postgres and RabbitMQ, applies migrations, and binds the HTTP port when the API runs.
+    /// Checks Postgres and RabbitMQ, applies migrations, and binds the HTTP port when the API
+    /// runs and the console's unless it is `off`.
     pub async fn build(settings: Settings, roles: Roles) -> Result<Self, StartupError> {
+        // A console exposed without a password is a configuration error: say so before
+        // touching any service.
+        console::check(&settings)?;
         let names = BrokerNames::with_suffix(&settings.broker_suffix);
         let (db, pool) = connect_database(&settings).await?;
         check_broker(&settings, &names).await?;
@@ -120,6 +128,7 @@ impl Application {
         } else {
             None
         };
+        let console = console::bind(&settings).await?;
         let metrics = Arc::new(Metrics::new());
         Ok(Self {
             roles,
@@ -130,12 +139,18 @@ impl Application {
             metrics,
             live: Arc::new(LiveState::default()),
             listener,
+            console,
         })
     }
 
     /// The bound HTTP address, when the API runs.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The bound console address, unless the console is `off`.
+    pub fn console_addr(&self) -> Option<SocketAddr> {
+        self.console.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The process's live state.
@@ -151,6 +166,30 @@ impl Application {
     /// Runs the roles until `shutdown` is cancelled, then waits (bounded) for them to stop.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) {
         let mut tasks = tokio::task::JoinSet::new();
+        let http_addr = self.http_addr();
+        if let Some(listener) = self.console
+            && let Ok(console_addr) = listener.local_addr()
+        {
+            // SHOW CONFIG shows the effective addresses (port 0 resolved).
+            let mut settings = self.settings.clone();
+            settings.http_addr = http_addr.unwrap_or(settings.http_addr);
+            settings.console_addr = crate::config::ConsoleAddr::At(console_addr);
+            let context = Arc::new(console::Context {
+                pool: self.store.pool().clone(),
+                live: self.live.clone(),
+                metrics: self.metrics.clone(),
+                settings,
+                roles: self.roles,
+                names: self.names.clone(),
+                http_addr,
+                console_addr,
+            });
+            tasks.spawn(console::serve(
+                listener,
+                context,
+                shutdown.clone().cancelled_owned(),
+            ));
+        }
         if self.roles.relay {
             let relay = Relay::new(
                 self.db.clone(),

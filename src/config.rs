@@ -1,7 +1,9 @@
 //! Command line and environment. Every setting is a `--flag` and an environment variable;
 //! the defaults work against local services with no setup.
 
+use std::fmt;
 use std::net::SocketAddr;
+use std::str::FromStr;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -73,6 +75,20 @@ pub struct Settings {
         global = true
     )]
     pub http_addr: SocketAddr,
+    /// Diagnostics console (Postgres wire protocol, `psql -p 6433`) listen address, or `off`
+    /// (port 0 picks a free port). Without CONSOLE_PASSWORD it must be a loopback address.
+    #[arg(
+        long,
+        env = "CONSOLE_ADDR",
+        default_value = "127.0.0.1:6433",
+        global = true
+    )]
+    pub console_addr: ConsoleAddr,
+    /// Password for the diagnostics console (SCRAM-SHA-256). Unset: the console accepts
+    /// loopback clients only, without a password. Prefer the variable to the flag, which
+    /// other users can read in the process list.
+    #[arg(long, env = "CONSOLE_PASSWORD", global = true, hide_env_values = true)]
+    pub console_password: Option<Secret>,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(
         long = "rust-log",
@@ -98,5 +114,75 @@ impl Settings {
     /// The defaults, as if no flag or variable were set (for tests and embedding).
     pub fn defaults() -> Self {
         Cli::parse_from(["waitroom"]).settings
+    }
+}
+
+/// Where the diagnostics console listens (`CONSOLE_ADDR`): an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsoleAddr {
+    /// No console in this process.
+    Off,
+    /// Listen here.
+    At(SocketAddr),
+}
+
+impl FromStr for ConsoleAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(Self::Off);
+        }
+        s.parse().map(Self::At).map_err(|_| {
+            format!(
+                "invalid console address {s:?}: expected host:port (e.g. 127.0.0.1:6433) or `off`"
+            )
+        })
+    }
+}
+
+impl fmt::Display for ConsoleAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Off => f.write_str("off"),
+            Self::At(addr) => addr.fmt(f),
+        }
+    }
+}
+
+/// A secret setting: never shown by `Debug` or `Display`, only by [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// A secret holding `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(********)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("********")
     }
 }

@@ -11,6 +11,8 @@
 //!   gap healing from the store, parking, rebuild.
 //! - [`lag`]: per-event lag statistics, slowest events, lifecycles.
 //! - [`api`]: poem-openapi HTTP API with problem+json errors.
+//! - [`console`]: the diagnostics console, `psql -p 6433` into the running process (SHOW
+//!   commands over the Postgres wire protocol, read-only).
 //! - [`telemetry`]: logs and Prometheus metrics; [`state`]: live process state.
 //! - [`broker`]: RabbitMQ names and topology; [`app`]: wiring of roles; [`config`]: CLI.
 //! - [`bench`]: `waitroom bench`, a load generator that reports end-to-end lag from commit
@@ -24,6 +26,7 @@ pub mod app;
 pub mod bench;
 pub mod broker;
 pub mod config;
+pub mod console;
 pub mod domain;
 pub mod lag;
 pub mod projector;

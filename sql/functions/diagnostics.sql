@@ -63,3 +63,11 @@ $$;
 
 COMMENT ON FUNCTION slowest_events(integer) IS
     'The n projected events with the largest end-to-end lag, with their stage durations.';
+
+-- Functions created by migrations, described here so that \df+ explains them too.
+COMMENT ON FUNCTION advisory_lock_held(integer, integer) IS
+    'Whether any session of this database holds the two-key advisory lock (k1, k2); '
+    'advisory_lock_held(2002872692, 1919249529) is "a relay leads".';
+
+COMMENT ON FUNCTION waiting_room_events_reject_change() IS
+    'Trigger function keeping waiting_room_events append-only: rejects UPDATE, DELETE and TRUNCATE.';

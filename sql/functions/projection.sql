@@ -65,6 +65,10 @@ BEGIN
 END
 $$;
 
+COMMENT ON FUNCTION project_streams_one_by_one(text, text[], integer[], integer[]) IS
+    'Slow path of project_batch: applies each stream, then each event, in a subtransaction to '
+    'find the first failing version of each stream. One row per failing stream.';
+
 -- Brings each stream of p_streams up to p_up_to (NULL: the stream's end) for one projection,
 -- in one transaction, with one call of the projection's set-based apply function:
 --   * streams are locked in stream-id order (competing projectors never deadlock);

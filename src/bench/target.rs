@@ -65,6 +65,9 @@ impl Target {
         })?;
         own.broker_suffix = format!("bench_{run_id}");
         own.http_addr = ([127, 0, 0, 1], 0).into();
+        // The pipeline under load is measured, not inspected; and a console on the default
+        // port would collide with a running waitroom's.
+        own.console_addr = crate::config::ConsoleAddr::Off;
         let names = BrokerNames::with_suffix(&own.broker_suffix);
         let database = DbConfig::parse(&own.database_url)?;
         let application = match Application::build(own.clone(), Roles::ALL).await {

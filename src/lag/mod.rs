@@ -49,6 +49,17 @@ fn stats(r: &Row) -> LagStats {
     }
 }
 
+fn report(rows: &[Row]) -> LagReport {
+    let mut report = LagReport::default();
+    for r in rows {
+        match r.get::<_, Option<String>>(0) {
+            None => report.overall = stats(r),
+            Some(event_type) => report.by_event.push((event_type, stats(r))),
+        }
+    }
+    report
+}
+
 /// Statistics over events created in the last `window_seconds`.
 pub async fn statistics(pool: &Pool, window_seconds: f64) -> Result<LagReport, LagError> {
     let client = pool.get().await?;
@@ -58,14 +69,20 @@ pub async fn statistics(pool: &Pool, window_seconds: f64) -> Result<LagReport, L
             &[&window_seconds],
         )
         .await?;
-    let mut report = LagReport::default();
-    for r in &rows {
-        match r.get::<_, Option<String>>(0) {
-            None => report.overall = stats(r),
-            Some(event_type) => report.by_event.push((event_type, stats(r))),
-        }
-    }
-    Ok(report)
+    Ok(report(&rows))
+}
+
+/// Statistics over events created within `window`, in Postgres interval syntax
+/// (`15 minutes`, `1 hour`); Postgres rejects a malformed one (SQLSTATE 22007).
+pub async fn statistics_over(pool: &Pool, window: &str) -> Result<LagReport, LagError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT * FROM lag_statistics($1::text::interval)",
+            &[&window],
+        )
+        .await?;
+    Ok(report(&rows))
 }
 
 /// One event's way through the pipeline.
@@ -155,4 +172,17 @@ pub async fn outbox_backlog(pool: &Pool) -> Result<OutboxBacklog, LagError> {
         oldest_age_ms: r.get(1),
         failed: r.get(2),
     })
+}
+
+/// The most recent publish refusal still on record: its error and when it happened.
+pub async fn last_refusal(pool: &Pool) -> Result<Option<(String, DateTime<Utc>)>, LagError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT last_error, updated_at FROM waiting_room_outbox_failures \
+             WHERE last_error IS NOT NULL ORDER BY updated_at DESC LIMIT 1",
+            &[],
+        )
+        .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
 }

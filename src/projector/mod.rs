@@ -90,7 +90,10 @@ impl Projector {
         while !shutdown.is_cancelled() {
             self.live
                 .set_projector_role(ProjectorRole::Connecting, None);
-            match self.consume(&shutdown).await {
+            let consumed = self.consume(&shutdown).await;
+            // The channel went with the connection.
+            self.live.set_projector_channel(None);
+            match consumed {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "projector: restarting");
@@ -134,6 +137,8 @@ impl Projector {
             )
             .await?;
         self.live.set_projector_role(ProjectorRole::Consuming, None);
+        self.live
+            .set_projector_channel(Some(channel.status().clone()));
         tracing::info!(queue = %self.names.queue, "projector: consuming");
         loop {
             let first = tokio::select! {
@@ -151,11 +156,15 @@ impl Projector {
                     _ => break,
                 }
             }
-            let settled = batch.len() as u64;
+            let settled = batch.len();
+            let started = std::time::Instant::now();
             self.handle(&channel, batch).await?;
             self.live
                 .projector_deliveries
-                .fetch_add(settled, std::sync::atomic::Ordering::Relaxed);
+                .fetch_add(settled as u64, std::sync::atomic::Ordering::Relaxed);
+            self.live
+                .projector_stats
+                .record_batch(settled, started.elapsed());
         }
         // Unacked deliveries (none: every batch is settled before the next) return to the queue.
         let _ = channel.close(200, "shutdown".into()).await;

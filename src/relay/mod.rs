@@ -215,6 +215,7 @@ impl Relay {
             }
         }
         self.live.count_published(outcome.published as u64);
+        self.live.relay_stats.record_batch(events.len());
         Ok(outcome)
     }
 
@@ -246,6 +247,8 @@ impl Relay {
             backoff = new_backoff();
             self.lead(&mut leader, &shutdown).await;
             self.metrics.relay_leader.set(0);
+            // The publisher went with the leadership.
+            self.live.set_relay_channel(None);
         }
         self.live.set_relay_role(RelayRole::Stopped, None);
         tracing::info!("relay: stopped");
@@ -262,7 +265,10 @@ impl Relay {
                 let _ = leader.store().await;
                 return;
             }
-            let drained = match self.drain(leader, &mut publisher, shutdown, woken).await {
+            let drained = self.drain(leader, &mut publisher, shutdown, woken).await;
+            // Whatever was in flight has been settled or abandoned with the drain.
+            self.live.relay_stats.set_confirms_pending(0);
+            let drained = match drained {
                 Ok(()) => leader.store().await.map_err(RelayError::from),
                 Err(e) => Err(e),
             };
@@ -280,6 +286,7 @@ impl Relay {
                     self.live.set_relay_error(Some(e.to_string()));
                     if matches!(e, RelayError::Broker(_) | RelayError::BrokerUnreachable(_)) {
                         publisher = None;
+                        self.live.set_relay_channel(None);
                     }
                     sleep_or_cancel(shutdown, delay).await;
                     continue;
@@ -324,6 +331,7 @@ impl Relay {
             .relay_wakeups
             .get_or_create(&crate::telemetry::WakeLabel { cause })
             .inc();
+        self.live.relay_stats.record_wake(cause);
     }
 
     /// Publishes until nothing is past the cursor. Up to [`IN_FLIGHT`] batches are sent
@@ -341,12 +349,17 @@ impl Relay {
             Some(p) if p.is_connected() => p,
             _ => {
                 *publisher = None;
-                publisher.insert(Publisher::connect(&self.amqp_url, &self.names).await?)
+                let connected = Publisher::connect(&self.amqp_url, &self.names).await?;
+                self.live
+                    .set_relay_channel(Some(connected.channel_status()));
+                publisher.insert(connected)
             }
         };
         let mut in_flight: VecDeque<(Vec<Outgoing>, Confirms, Cursor)> = VecDeque::new();
         // Claimed (and sent) up to here; the stored cursor trails it by the batches in flight.
         let mut ahead = leader.cursor.clone();
+        // Events sent and not yet confirmed, for the console.
+        let mut unconfirmed = 0;
         loop {
             if in_flight.len() < IN_FLIGHT && !shutdown.is_cancelled() {
                 let listener = &leader.listener;
@@ -368,6 +381,8 @@ impl Relay {
                             return Err(e);
                         }
                     };
+                    unconfirmed += events.len();
+                    self.live.relay_stats.set_confirms_pending(unconfirmed);
                     in_flight.push_back((events, confirms, next));
                 }
             }
@@ -386,6 +401,8 @@ impl Relay {
                 confirms.await
             };
             let (events, _, next) = in_flight.pop_front().expect("the front batch exists");
+            unconfirmed -= events.len();
+            self.live.relay_stats.set_confirms_pending(unconfirmed);
             let acked = match acked {
                 Ok(acked) => acked,
                 Err(e) => {

@@ -73,6 +73,11 @@ impl Publisher {
         })
     }
 
+    /// The channel's live status (for the console: open, closed, ...).
+    pub fn channel_status(&self) -> lapin::ChannelStatus {
+        self.channel.status().clone()
+    }
+
     /// Whether the connection and channel are still usable.
     pub fn is_connected(&self) -> bool {
         self.connection.status().connected() && self.channel.status().connected()

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use waitroom::app::{Application, Roles};
 use waitroom::broker::BrokerNames;
-use waitroom::config::Settings;
+use waitroom::config::{ConsoleAddr, Settings};
 use waitroom::state::LiveState;
 use waitroom::store::DbConfig;
 
@@ -36,6 +36,7 @@ pub fn isolated_settings() -> Settings {
     settings.amqp_url = amqp_url();
     settings.broker_suffix = format!("test_{}", &id[..16]);
     settings.http_addr = "127.0.0.1:0".parse().expect("valid address");
+    settings.console_addr = ConsoleAddr::At("127.0.0.1:0".parse().expect("valid address"));
     settings.database_pool_size = 8;
     if std::env::var("TEST_LOG").is_ok() {
         waitroom::telemetry::init_logging(
@@ -64,6 +65,8 @@ pub struct RunningRoles {
     handle: tokio::task::JoinHandle<()>,
     /// The process-level live state of these roles.
     pub live: Arc<LiveState>,
+    /// Where these roles' diagnostics console listens (unless it is off).
+    pub console: Option<std::net::SocketAddr>,
 }
 
 impl RunningRoles {
@@ -126,6 +129,15 @@ impl TestApp {
         self.roles.as_ref().expect("roles are running").live.clone()
     }
 
+    /// Where the main roles' diagnostics console listens.
+    pub fn console_addr(&self) -> std::net::SocketAddr {
+        self.roles
+            .as_ref()
+            .expect("roles are running")
+            .console
+            .expect("the console is on")
+    }
+
     /// Starts more roles (another "process") on the same database and broker names.
     pub async fn spawn_roles(&mut self, roles: Roles) -> RunningRoles {
         let application = Application::build(self.settings.clone(), roles)
@@ -137,12 +149,14 @@ impl TestApp {
             self.settings.http_addr = addr;
         }
         let live = application.live();
+        let console = application.console_addr();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(application.run_until_stopped(shutdown.clone()));
         RunningRoles {
             shutdown,
             handle,
             live,
+            console,
         }
     }
 

@@ -12,6 +12,7 @@ mod bench;
 mod cli;
 mod cli_commands;
 mod cli_errors;
+mod console;
 mod helpers;
 mod idempotency;
 mod lag;

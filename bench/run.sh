@@ -50,7 +50,7 @@ trap stop_server EXIT
 start() {
     local role="$1" db="$2"
     psql "$ADMIN" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
-    DATABASE_URL="$(db_url "$db")" BROKER_SUFFIX=benchrun HTTP_ADDR="127.0.0.1:$PORT" \
+    DATABASE_URL="$(db_url "$db")" BROKER_SUFFIX=benchrun HTTP_ADDR="127.0.0.1:$PORT" CONSOLE_ADDR=off \
         RUST_LOG=info LOG_FORMAT=json "$BIN" "$role" >"$OUT/logs/$db.log" 2>&1 &
     SERVER_PID=$!
     # `serve` alone is never ready (no relay leader, no projector consumer): wait for liveness.

@@ -201,6 +201,17 @@ done
 } >"$OUT/machine.txt"
 for s in "$@"; do "scenario_$s"; done
 
+# The broker objects of suffix `benchrun` (best effort, local broker, needs rabbitmqctl).
+if command -v rabbitmqctl >/dev/null 2>&1 && [[ $EUID -eq 0 ]]; then
+    for q in waiting-room-projection-queue waiting-room-projection-dlq; do
+        rabbitmqctl -q delete_queue "$q.benchrun" </dev/null >/dev/null 2>&1 || true
+    done
+    rabbitmqctl -q --no-table-headers list_exchanges name 2>/dev/null | grep '\.benchrun$' | while read -r x; do
+        rabbitmqctl -q eval "rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"$x\">>), false, <<\"bench\">>)." \
+            </dev/null >/dev/null 2>&1 || true
+    done || true
+fi
+
 bash bench/summary.sh >"$OUT/summary.md"
 say "figures in $OUT/summary.md"
 # matplotlib for the plot: the system's, else a virtual environment in bench/.venv.

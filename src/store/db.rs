@@ -123,12 +123,18 @@ impl DbConfig {
                 tracing::info!(database = %self.dbname, "created database");
                 Ok(())
             }
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {
+            // Created meanwhile by another process starting at the same time: a concurrent
+            // CREATE DATABASE fails on pg_database's unique index (23505) rather than with
+            // 42P04, and only once the other one has committed, so the database is there.
+            Err(e)
+                if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE)
+                    || e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
+            {
                 Ok(())
             }
             Err(e) => Err(ConnectError::Setup {
                 target: self.target(),
-                reason: format!("cannot create database: {e}"),
+                reason: format!("cannot create database: {}", super::describe(&e)),
             }),
         }
     }

@@ -72,6 +72,34 @@ async fn help_prints_usage_and_exits_zero() {
     }
 }
 #[tokio::test]
+async fn roles_started_together_on_a_database_that_does_not_exist_all_come_up() {
+    // Compose and orchestrators start every role at once: each finds the database missing
+    // and creates it; all but one lose that race and must carry on.
+    let scratch = Scratch::new();
+    let runs = (0..6).map(|_| output_within(scratch.waitroom(&["migrate"]), EXIT_WITHIN));
+    for (i, output) in futures_util::future::join_all(runs)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        assert!(
+            output.status.success(),
+            "migrate {i} of 6 started together: {:?}; stderr: {}",
+            output.status,
+            text(&output.stderr)
+        );
+    }
+    let client = scratch.client().await;
+    let events: bool = select_one(
+        &client,
+        "SELECT to_regclass('waiting_room_events') IS NOT NULL",
+        &[],
+    )
+    .await;
+    assert!(events, "the schema is there");
+}
+
+#[tokio::test]
 async fn migrate_creates_the_schema_in_a_fresh_database_and_can_run_again() {
     let scratch = Scratch::new();
     for run in 1..=2 {

@@ -62,26 +62,33 @@ fn report(rows: &[Row]) -> LagReport {
 
 /// Statistics over events created in the last `window_seconds`.
 pub async fn statistics(pool: &Pool, window_seconds: f64) -> Result<LagReport, LagError> {
-    let client = pool.get().await?;
-    let rows = client
-        .query(
-            "SELECT * FROM lag_statistics(make_interval(secs => $1))",
-            &[&window_seconds],
-        )
-        .await?;
-    Ok(report(&rows))
+    statistics_query(
+        pool,
+        "SELECT * FROM lag_statistics(make_interval(secs => $1))",
+        &window_seconds,
+    )
+    .await
 }
 
 /// Statistics over events created within `window`, in Postgres interval syntax
 /// (`15 minutes`, `1 hour`); Postgres rejects a malformed one (SQLSTATE 22007).
 pub async fn statistics_over(pool: &Pool, window: &str) -> Result<LagReport, LagError> {
+    statistics_query(
+        pool,
+        "SELECT * FROM lag_statistics($1::text::interval)",
+        &window,
+    )
+    .await
+}
+
+/// `lag_statistics` over the window `sql` makes of `window`.
+async fn statistics_query(
+    pool: &Pool,
+    sql: &str,
+    window: &(dyn tokio_postgres::types::ToSql + Sync),
+) -> Result<LagReport, LagError> {
     let client = pool.get().await?;
-    let rows = client
-        .query(
-            "SELECT * FROM lag_statistics($1::text::interval)",
-            &[&window],
-        )
-        .await?;
+    let rows = client.query(sql, &[window]).await?;
     Ok(report(&rows))
 }
 

@@ -49,7 +49,7 @@ trap stop_server EXIT
 # start ROLE DB: a fresh database DB, the role's process on $PORT, ready.
 start() {
     local role="$1" db="$2"
-    psql "$ADMIN" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
+    drop "$db"
     DATABASE_URL="$(db_url "$db")" BROKER_SUFFIX=benchrun HTTP_ADDR="127.0.0.1:$PORT" CONSOLE_ADDR=off \
         RUST_LOG=info LOG_FORMAT=json "$BIN" "$role" >"$OUT/logs/$db.log" 2>&1 &
     SERVER_PID=$!

@@ -18,8 +18,9 @@
 //! - [`bench`]: `waitroom bench`, a load generator that reports end-to-end lag from commit
 //!   timestamps.
 //!
-//! Postgres is the source of truth; RabbitMQ is the fast path. See `docs/architecture.md`
-//! for the invariants and the README for how to run it.
+//! Postgres is the source of truth; RabbitMQ is the fast path. See `docs/ARCHITECTURE.md`
+//! for the invariants, `docs/adr/` for why each mechanism, `docs/DEPLOYMENT.md` and
+//! `docs/RUNBOOK.md` for running it, and the README for a first start.
 
 pub mod api;
 pub mod app;

@@ -1,7 +1,7 @@
 -- The generic projection machinery: checkpoints, gaps, parking and lag facts around a
 -- projection's set-based apply function (projections.apply_function, e.g. waiting_room_apply).
 --
--- The checkpoint rule (docs/architecture.md, invariants 1 and 2): an event is applied only when it is
+-- The checkpoint rule (docs/ARCHITECTURE.md, invariants 1 and 2): an event is applied only when it is
 -- exactly its stream's checkpoint + 1, in the transaction that advances the checkpoint.
 -- Deliveries only say "stream S has events up to version V"; the events themselves are read
 -- from the store, so duplicates are no-ops and gaps fill themselves.

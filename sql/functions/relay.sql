@@ -1,4 +1,4 @@
--- The relay's wake-up (docs/architecture.md, invariant 4). An append notifies only while the relay
+-- The relay's wake-up (docs/ARCHITECTURE.md, invariant 4). An append notifies only while the relay
 -- says it is idle (relay_wakeup = 1), so a busy relay costs appends nothing: no NOTIFY and
 -- its commit-time lock, which serialises notifying commits.
 --

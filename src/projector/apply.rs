@@ -1,7 +1,9 @@
 //! One projector step: apply a batch of deliveries in ONE statement (one transaction) through
 //! `project_batch` in `sql/functions/projection.sql`, which locks the streams' checkpoints,
 //! reads each stream's missing events from the store and hands them all to the projection's
-//! set-based apply function.
+//! set-based apply function. Why checkpoints give exactly-once effects:
+//! docs/adr/0003-exactly-once-effects-through-checkpoints.md; why a failing stream is parked:
+//! docs/adr/0005-parking-poison-streams.md.
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;

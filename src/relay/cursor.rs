@@ -2,10 +2,11 @@
 //!
 //! A sequence value (the global position) is taken before commit, so a later-committing
 //! transaction can hold a smaller position, and reading by position alone can skip an
-//! event (docs/architecture.md, invariant 3). The relay reads by visibility instead, as PgQ does: a
+//! event (docs/ARCHITECTURE.md, invariant 3). The relay reads by visibility instead, as PgQ does: a
 //! batch is the events that became visible between two snapshots, "visible now, not visible
-//! in the last snapshot published". Every committed event is in exactly one such batch, the
-//! moment it commits; no in-flight transaction, long or short, holds anything back.
+//! in the last snapshot published" (docs/adr/0002-commit-safe-ordering.md). Every committed
+//! event is in exactly one such batch, the moment it commits; no in-flight transaction, long
+//! or short, holds anything back.
 //!
 //! The candidates are found through the index on (txid, global_position): events not
 //! visible in a snapshot are those at or past its xmax plus those of the transactions it saw

@@ -12,7 +12,8 @@ use super::cursor::{Cursor, Queries};
 use crate::store::DbConfig;
 
 /// Advisory lock (two-key form) held by the active relay; `pg_locks` shows it as
-/// classid 0x77616974 ("wait"), objid 0x72656c79 ("rely").
+/// classid 0x77616974 ("wait"), objid 0x72656c79 ("rely"). Why one leader:
+/// docs/adr/0004-leader-relay.md.
 pub const LEADER_LOCK: (i32, i32) = (0x7761_6974, 0x7265_6c79);
 
 /// The NOTIFY channel the append trigger uses.
@@ -120,7 +121,8 @@ impl Listener {
     /// Going idle: discard stale wake-ups, raise the flag, then look for events past `at`
     /// until every transaction that was in flight when the flag went up has ended (one that
     /// read the flag before it went up may still commit events). On [`Idle::Asleep`] the
-    /// flag stays up; call [`Listener::awake`] after the wake-up.
+    /// flag stays up; call [`Listener::awake`] after the wake-up. Why NOTIFY only while idle:
+    /// docs/adr/0001-notify-wake-up.md.
     pub async fn idle(&mut self, at: &Cursor) -> Result<Idle, tokio_postgres::Error> {
         if at.partial.is_some() {
             return Ok(Idle::Work);

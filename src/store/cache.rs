@@ -5,7 +5,8 @@
 //! (they would serialise on the stream row in Postgres anyway) and never race each other.
 //! Several processes may write the same queue: the append statement only succeeds when the
 //! stream row still has the version the command was decided on, so a stale slot is detected,
-//! reloaded and the command decided again.
+//! reloaded and the command decided again. With the snapshots the append writes, this is
+//! docs/adr/0006-snapshots.md.
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};

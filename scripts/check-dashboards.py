@@ -12,7 +12,8 @@ writes one). A metric named in a query must be
     `# TYPE` lines declare (a labelled family with no sample yet, such as
     waitroom_projection_failures_total before the first failure).
 With --promtool, every dashboard query is also parsed by `promtool check rules` (as a
-recording rule), so a PromQL syntax error fails too. Exit 1 on any problem.
+recording rule), so a PromQL syntax error fails too. Every alert must have its section in
+docs/RUNBOOK.md, and its `runbook` annotation must point to it. Exit 1 on any problem.
 Uses only the standard library.
 """
 
@@ -27,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = ROOT / "infrastructure/grafana/dashboards"
 RULES = ROOT / "infrastructure/prometheus/alerts.yml"
+RUNBOOK = ROOT / "docs/RUNBOOK.md"
 EXPORTERS = ROOT / "infrastructure/exporters"
 
 KEYWORDS = {
@@ -167,6 +169,13 @@ def main():
                 used.setdefault("waitroom", set()).add(name)
             else:
                 problems.append(f"{where}: {name} is not exported by waitroom ({args.scrape})")
+    runbook = RUNBOOK.read_text()
+    rules_text = RULES.read_text()
+    for name in re.findall(r"^\s*-\s*alert:\s*(\S+)", rules_text, re.M):
+        if not re.search(rf"^## {re.escape(name)}$", runbook, re.M):
+            problems.append(f"{RULES.name}: {name} has no section in docs/RUNBOOK.md")
+        if f"runbook: docs/RUNBOOK.md#{name.lower()}" not in rules_text:
+            problems.append(f"{RULES.name}: {name}'s runbook annotation does not point to its section")
     if args.promtool:
         complaint = promtool_parse(args.promtool, dashboard_exprs)
         if complaint:

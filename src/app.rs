@@ -71,6 +71,13 @@ pub enum StartupError {
     },
     #[error(transparent)]
     Console(#[from] ConsoleStartError),
+    #[error(
+        "cannot listen on {addr} for metrics: {source} (set METRICS_ADDR or --metrics-addr to a free address, or `off`)"
+    )]
+    MetricsBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Connects to Postgres (creating the database when missing), applies migrations and
@@ -106,6 +113,7 @@ pub struct Application {
     live: Arc<LiveState>,
     listener: Option<tokio::net::TcpListener>,
     console: Option<tokio::net::TcpListener>,
+    metrics_listener: Option<tokio::net::TcpListener>,
 }
 
 impl Application {
@@ -129,7 +137,16 @@ impl Application {
             None
         };
         let console = console::bind(&settings).await?;
+        let metrics_listener = match settings.metrics_addr {
+            crate::config::ListenAddr::Off => None,
+            crate::config::ListenAddr::At(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartupError::MetricsBind { addr, source })?,
+            ),
+        };
         let metrics = Arc::new(Metrics::new());
+        metrics.pools.register("store", pool.clone());
         Ok(Self {
             roles,
             store: Store::new(pool, metrics.clone()),
@@ -140,6 +157,7 @@ impl Application {
             live: Arc::new(LiveState::default()),
             listener,
             console,
+            metrics_listener,
         })
     }
 
@@ -151,6 +169,13 @@ impl Application {
     /// The bound console address, unless the console is `off`.
     pub fn console_addr(&self) -> Option<SocketAddr> {
         self.console.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The bound metrics address, unless `METRICS_ADDR` is `off`.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The process's live state.
@@ -203,14 +228,31 @@ impl Application {
         if self.roles.projector {
             // Its own two sessions: batches never wait behind API requests for a pooled
             // connection, and pg_stat_activity shows them as waitroom-projector.
+            let pool = self.db.pool_named(2, Some("waitroom-projector"));
+            self.metrics.pools.register("projector", pool.clone());
             let projector = Projector::new(
-                self.db.pool_named(2, Some("waitroom-projector")),
+                pool,
                 self.settings.amqp_url.clone(),
                 self.names.clone(),
                 self.metrics.clone(),
                 self.live.clone(),
             );
             tasks.spawn(projector.run(shutdown.clone()));
+        }
+        if let Some(listener) = self.metrics_listener {
+            let state = AppState::new(
+                self.store.clone(),
+                self.metrics.clone(),
+                self.live.clone(),
+                self.settings.amqp_url.clone(),
+                self.names.clone(),
+            );
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                if let Err(e) = api::serve_metrics(listener, state, stop.cancelled_owned()).await {
+                    tracing::error!(error = %e, "metrics listener failed");
+                }
+            });
         }
         if let Some(listener) = self.listener {
             let state = AppState::new(

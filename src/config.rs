@@ -89,6 +89,10 @@ pub struct Settings {
     /// other users can read in the process list.
     #[arg(long, env = "CONSOLE_PASSWORD", global = true, hide_env_values = true)]
     pub console_password: Option<Secret>,
+    /// Extra listener for `GET /metrics` and `GET /health`, or `off` (the default): lets
+    /// Prometheus scrape and orchestrators probe relays and projectors, which serve no API.
+    #[arg(long, env = "METRICS_ADDR", default_value = "off", global = true)]
+    pub metrics_addr: ListenAddr,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(
         long = "rust-log",
@@ -117,6 +121,10 @@ impl Settings {
     }
 }
 
+/// Where the metrics listener listens (`METRICS_ADDR`): an address, or `off`. Same syntax
+/// as [`ConsoleAddr`].
+pub type ListenAddr = ConsoleAddr;
+
 /// Where the diagnostics console listens (`CONSOLE_ADDR`): an address, or `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConsoleAddr {
@@ -135,9 +143,7 @@ impl FromStr for ConsoleAddr {
             return Ok(Self::Off);
         }
         s.parse().map(Self::At).map_err(|_| {
-            format!(
-                "invalid console address {s:?}: expected host:port (e.g. 127.0.0.1:6433) or `off`"
-            )
+            format!("invalid address {s:?}: expected host:port (e.g. 127.0.0.1:6433) or `off`")
         })
     }
 }

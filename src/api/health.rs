@@ -15,6 +15,56 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 const RELAY_LEADER_EXISTS: &str = "SELECT advisory_lock_held($1, $2)";
 
+/// The oldest transaction that holds an xid anywhere on the cluster (this session aside):
+/// pg_current_snapshot() lists it in flight, so an idle relay waits it out before it sleeps
+/// (src/relay/listener.rs). Other users' sessions show only to superusers and members of
+/// pg_read_all_stats.
+const OLDEST_TRANSACTION_AGE: &str = "SELECT coalesce(extract(epoch FROM clock_timestamp() \
+     - min(xact_start)), 0)::float8 FROM pg_stat_activity \
+     WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()";
+
+/// The OpenMetrics text of `/metrics`, after refreshing the gauges read from Postgres.
+pub async fn scrape(state: &AppState) -> String {
+    refresh(state).await;
+    state.metrics.encode()
+}
+
+/// Refreshes the gauges read from Postgres (outbox backlog, parked streams, relay leader,
+/// oldest transaction). A gauge whose query fails or takes longer than 2 s keeps its last
+/// value; the scrape still answers.
+pub async fn refresh(state: &AppState) {
+    let m = &state.metrics;
+    let pool = state.store.pool();
+    let backlog = timed(crate::lag::outbox_backlog(pool));
+    let health = timed(crate::projector::views::projection_health(pool));
+    let database = timed(async {
+        let client = pool.get().await?;
+        let leader = client
+            .query_one(RELAY_LEADER_EXISTS, &[&LEADER_LOCK.0, &LEADER_LOCK.1])
+            .await?;
+        let oldest = client.query_one(OLDEST_TRANSACTION_AGE, &[]).await?;
+        Ok::<_, crate::lag::LagError>((leader.get::<_, bool>(0), oldest.get::<_, f64>(0)))
+    });
+    let (backlog, health, database) = tokio::join!(backlog, health, database);
+    if let Ok(b) = backlog {
+        m.outbox_pending.set(b.count);
+        m.outbox_oldest_pending_age
+            .set(b.oldest_age_ms.unwrap_or(0.0) / 1000.0);
+        m.outbox_failed.set(b.failed);
+    }
+    if let Ok(health) = health {
+        for h in health {
+            m.parked_streams
+                .get_or_create(&crate::telemetry::ProjectionLabel::new(&h.name))
+                .set(h.parked.len() as i64);
+        }
+    }
+    if let Ok((leader, oldest)) = database {
+        m.relay_leader_present.set(i64::from(leader));
+        m.oldest_transaction_age.set(oldest);
+    }
+}
+
 #[derive(ApiResponse)]
 pub enum ReadyResponse {
     /// Every dependency is up.
@@ -195,22 +245,6 @@ impl HealthApi {
         tag = "ApiTags::Health"
     )]
     async fn metrics(&self) -> MetricsResponse {
-        let m = &self.state.metrics;
-        if let Ok(b) = crate::lag::outbox_backlog(self.state.store.pool()).await {
-            m.outbox_pending.set(b.count);
-            m.outbox_oldest_pending_age
-                .set(b.oldest_age_ms.unwrap_or(0.0) / 1000.0);
-            m.outbox_failed.set(b.failed);
-        }
-        if let Ok(health) =
-            crate::projector::views::projection_health(self.state.store.pool()).await
-        {
-            for h in health {
-                m.parked_streams
-                    .get_or_create(&crate::telemetry::ProjectionLabel::new(&h.name))
-                    .set(h.parked.len() as i64);
-            }
-        }
-        MetricsResponse::Ok(PlainText(m.encode()))
+        MetricsResponse::Ok(PlainText(scrape(&self.state).await))
     }
 }

@@ -133,6 +133,59 @@ pub fn app(state: AppState) -> impl Endpoint {
         .around(move |ep, req| middleware::around(ep, req, metrics.clone()))
 }
 
+/// Whether an `Accept` header asks for the classic text format (0.0.4) rather than
+/// OpenMetrics: it names `text/plain` and not `application/openmetrics-text`. Prometheus
+/// asks for OpenMetrics first; promtool and older scrapers read the classic format.
+pub fn wants_classic_text(accept: Option<&str>) -> bool {
+    accept.is_some_and(|a| a.contains("text/plain") && !a.contains("application/openmetrics-text"))
+}
+
+/// The metrics listener of `METRICS_ADDR`: `GET /metrics` (the same metrics as the API's;
+/// OpenMetrics, or the classic text format when `Accept` asks for `text/plain`) and
+/// `GET /health` (liveness), so relays and projectors running without the API can be
+/// scraped and probed. Not part of the OpenAPI document: it is not the API.
+pub fn metrics_app(state: AppState) -> impl Endpoint {
+    let metrics = poem::endpoint::make(move |req: poem::Request| {
+        let state = state.clone();
+        async move {
+            health::refresh(&state).await;
+            if wants_classic_text(req.header("accept")) {
+                poem::Response::builder()
+                    .content_type("text/plain; version=0.0.4; charset=utf-8")
+                    .body(state.metrics.encode_classic())
+            } else {
+                poem::Response::builder()
+                    .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+                    .body(state.metrics.encode())
+            }
+        }
+    });
+    let health = poem::endpoint::make_sync(|_| {
+        poem::Response::builder()
+            .content_type("application/json; charset=utf-8")
+            .body(r#"{"status":"ok"}"#)
+    });
+    Route::new()
+        .at("/metrics", poem::get(metrics))
+        .at("/health", poem::get(health))
+}
+
+/// Serves [`metrics_app`] on an already-bound listener until `shutdown` resolves.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let acceptor = TcpAcceptor::from_tokio(listener)?;
+    Server::new_with_acceptor(acceptor)
+        .run_with_graceful_shutdown(
+            metrics_app(state),
+            shutdown,
+            Some(std::time::Duration::from_secs(2)),
+        )
+        .await
+}
+
 /// Serves `app` on an already-bound listener until `shutdown` resolves, then drains
 /// in-flight requests for at most 10 s.
 pub async fn serve(
@@ -148,4 +201,20 @@ pub async fn serve(
             Some(std::time::Duration::from_secs(10)),
         )
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wants_classic_text;
+
+    #[test]
+    fn only_an_accept_naming_text_plain_and_not_openmetrics_gets_the_classic_format() {
+        assert!(wants_classic_text(Some("text/plain; version=0.0.4")));
+        assert!(!wants_classic_text(None));
+        assert!(!wants_classic_text(Some("*/*")));
+        // What Prometheus sends: OpenMetrics first, the classic format as a fallback.
+        assert!(!wants_classic_text(Some(
+            "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+        )));
+    }
 }

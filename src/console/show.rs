@@ -326,6 +326,11 @@ pub fn config_entries(settings: &Settings) -> Vec<(&'static str, Option<String>,
             "CONSOLE_ADDR",
         ),
         (
+            "metrics_addr",
+            Some(settings.metrics_addr.to_string()),
+            "METRICS_ADDR",
+        ),
+        (
             "console_password",
             super::password(settings).map(|_| MASK.to_owned()),
             "CONSOLE_PASSWORD",

@@ -1,7 +1,10 @@
 //! Logs (tracing) and metrics (prometheus-client). One [`Metrics`] registry per process,
-//! shared by every role and served by the API at `/metrics`, with the standard process
-//! metrics ([`process`]) beside the `waitroom_` ones.
+//! shared by every role and served at `/metrics` (by the API, and on `METRICS_ADDR` by any
+//! role), with the standard process metrics ([`process`]) and the Postgres pool gauges
+//! ([`pool`]) beside the `waitroom_` ones. The alert rules and dashboards that read them are
+//! in `infrastructure/` (docs/RUNBOOK.md explains each alert).
 
+pub mod pool;
 pub mod process;
 
 use std::io::IsTerminal;
@@ -121,6 +124,14 @@ pub struct Metrics {
     pub relay_wakeups: Family<WakeLabel, Counter>,
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_duration: Family<RouteLabels, Histogram>,
+    /// 1 when some session holds the relay leader lock (read from Postgres on each scrape,
+    /// so any role's scrape tells, wherever the relays run).
+    pub relay_leader_present: Gauge,
+    /// Age of the oldest transaction holding a transaction id on the Postgres cluster (read
+    /// on each scrape): the commit-safe barrier an idle relay waits out before it sleeps.
+    pub oldest_transaction_age: Gauge<f64, AtomicU64>,
+    /// The process's Postgres pools, exported as `waitroom_db_pool_*`.
+    pub pools: pool::Pools,
 }
 
 impl Default for Metrics {
@@ -136,6 +147,8 @@ impl Metrics {
         // `waitroom_` sub-registry.
         let mut root = Registry::default();
         root.register_collector(Box::new(process::ProcessCollector));
+        let pools = pool::Pools::default();
+        root.register_collector(Box::new(pool::PoolCollector(pools.clone())));
         let registry = root.sub_registry_with_prefix("waitroom");
         let m = Self {
             events_appended: Family::default(),
@@ -154,6 +167,9 @@ impl Metrics {
             relay_wakeups: Family::default(),
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(latency_histogram),
+            relay_leader_present: Gauge::default(),
+            oldest_transaction_age: Gauge::default(),
+            pools,
             registry: Registry::default(),
         };
         // Counters are registered without `_total`: the encoder appends it.
@@ -237,6 +253,17 @@ impl Metrics {
             "HTTP request latency",
             m.http_duration.clone(),
         );
+        registry.register(
+            "relay_leader_present",
+            "1 when some relay session holds the leader lock (from Postgres, on each scrape)",
+            m.relay_leader_present.clone(),
+        );
+        registry.register(
+            "oldest_transaction_age_seconds",
+            "Age of the oldest transaction holding an xid on the Postgres cluster: the \
+             commit-safe barrier an idle relay waits out (from Postgres, on each scrape)",
+            m.oldest_transaction_age.clone(),
+        );
         Self {
             registry: root,
             ..m
@@ -248,6 +275,14 @@ impl Metrics {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The same metrics in the classic Prometheus text format (0.0.4), for clients that ask
+    /// for `text/plain` (promtool, older scrapers): counters carry `_total` in HELP and TYPE.
+    pub fn encode_classic(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
         out
     }
 }

@@ -23,6 +23,7 @@ pub(crate) fn waitroom(args: &[&str]) -> Command {
         "AMQP_URL",
         "HTTP_ADDR",
         "CONSOLE_ADDR",
+        "METRICS_ADDR",
         "BROKER_SUFFIX",
         "DATABASE_POOL_SIZE",
         "RUST_BACKTRACE",

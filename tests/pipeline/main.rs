@@ -16,6 +16,7 @@ mod console;
 mod helpers;
 mod idempotency;
 mod lag;
+mod metrics;
 mod model;
 mod pipeline;
 mod projector;

@@ -3,8 +3,9 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
 use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
 use tokio_util::sync::CancellationToken;
 use waitroom::app::{self, Application, Roles};
 use waitroom::config::{Cli, Cmd};
@@ -23,8 +24,11 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             let _ = e.print();
             return ExitCode::SUCCESS;
@@ -54,8 +58,12 @@ fn main() -> ExitCode {
         let _ = writeln!(out, "{}", waitroom::api::spec());
         return ExitCode::SUCCESS;
     }
+    // One-shot commands print their own result; the libraries' INFO lines (refinery's
+    // migration report, pool set-up) would only bury it. RUST_LOG or --rust-log still ask.
+    let log_asked = matches.value_source("rust_log") != Some(ValueSource::DefaultValue);
     let filter = match &command {
         Cmd::Bench(_) => waitroom::bench::log_filter(&cli.settings),
+        Cmd::Migrate | Cmd::Rebuild { .. } if !log_asked => "warn",
         _ => &cli.settings.rust_log,
     };
     waitroom::telemetry::init_logging(filter, cli.settings.log_format);

@@ -72,6 +72,45 @@ async fn help_prints_usage_and_exits_zero() {
     }
 }
 #[tokio::test]
+async fn version_prints_the_crate_version_and_exits_zero() {
+    let output = output_within(waitroom(&["--version"]), EXIT_WITHIN).await;
+    assert!(output.status.success());
+    assert_eq!(
+        text(&output.stdout).trim(),
+        format!("waitroom {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[tokio::test]
+async fn migrate_and_rebuild_print_only_their_result_unless_rust_log_asks() {
+    let scratch = Scratch::new();
+    for (args, result) in [
+        (&["migrate"][..], "migrations applied"),
+        (&["rebuild"][..], "rebuilt waiting_room: 0 events"),
+    ] {
+        let mut cmd = scratch.waitroom(args);
+        cmd.env_remove("RUST_LOG");
+        let output = output_within(cmd, EXIT_WITHIN).await;
+        let stderr = text(&output.stderr);
+        assert!(output.status.success(), "{args:?}: stderr: {stderr}");
+        assert_eq!(stderr, "", "{args:?}: no library log lines");
+        let stdout = text(&output.stdout);
+        assert_eq!(stdout.lines().count(), 1, "{args:?}: one line: {stdout}");
+        assert!(stdout.starts_with(result), "{args:?}: {stdout}");
+    }
+    // Asked for, the log lines are there.
+    let mut cmd = scratch.waitroom(&["migrate"]);
+    cmd.env("RUST_LOG", "info");
+    let output = output_within(cmd, EXIT_WITHIN).await;
+    assert!(output.status.success());
+    assert!(
+        text(&output.stderr).contains("\"level\":\"INFO\""),
+        "RUST_LOG=info shows INFO lines: {}",
+        text(&output.stderr)
+    );
+}
+
+#[tokio::test]
 async fn roles_started_together_on_a_database_that_does_not_exist_all_come_up() {
     // Compose and orchestrators start every role at once: each finds the database missing
     // and creates it; all but one lose that race and must carry on.

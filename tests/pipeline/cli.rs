@@ -25,6 +25,7 @@ pub(crate) fn waitroom(args: &[&str]) -> Command {
         "CONSOLE_ADDR",
         "BROKER_SUFFIX",
         "DATABASE_POOL_SIZE",
+        "BOARD_NAMES",
         "RUST_BACKTRACE",
     ] {
         cmd.env_remove(var);

@@ -85,6 +85,27 @@ delete_test_broker_objects() {
     fi
 }
 
+# The board's browser test (tests/pipeline/board_browser.rs) drives headless Chromium through
+# chromedriver: install both from the distribution when missing. The test is then required
+# (WAITROOM_BROWSER_TESTS=require): without a browser it fails instead of skipping.
+ensure_browser() {
+    local sudo=() apt=(apt-get -y -q -o DPkg::Lock::Timeout=600)
+    if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then return 0; fi
+    command -v apt-get >/dev/null 2>&1 || { warn "apt-get not found: install chromium and chromedriver yourself"; return 0; }
+    if [[ $EUID -ne 0 ]]; then
+        command -v sudo >/dev/null 2>&1 || { warn "not root and no sudo: chromium not installed"; return 0; }
+        sudo=(sudo -n)
+    fi
+    echo "test.sh: installing chromium and chromium-driver" >&2
+    "${sudo[@]}" "${apt[@]}" install chromium chromium-driver \
+        || { "${sudo[@]}" "${apt[@]}" update && "${sudo[@]}" "${apt[@]}" install chromium chromium-driver; } \
+        || warn "installing chromium failed"
+}
+
+step "browser for the board test (chromium, chromedriver)"
+ensure_browser
+export WAITROOM_BROWSER_TESTS=require
+
 step "cleaning leftovers of earlier test runs"
 drop_test_databases
 delete_test_broker_objects

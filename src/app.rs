@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
+use crate::board::{Board, Feed};
 use crate::broker::{self, BrokerNames, BrokerUnreachable};
 use crate::config::Settings;
 use crate::console::{self, ConsoleStartError};
@@ -255,6 +256,15 @@ impl Application {
             });
         }
         if let Some(listener) = self.listener {
+            // One database listener for every open board page of this process.
+            let feed = Feed::new();
+            tasks.spawn(feed.clone().run(self.db.clone(), shutdown.clone()));
+            let board = Board {
+                pool: self.store.pool().clone(),
+                feed,
+                names: self.settings.board_names,
+                shutdown: shutdown.clone(),
+            };
             let state = AppState::new(
                 self.store.clone(),
                 self.metrics.clone(),
@@ -264,7 +274,7 @@ impl Application {
             );
             let stop = shutdown.clone();
             tasks.spawn(async move {
-                if let Err(e) = api::serve(listener, state, stop.cancelled_owned()).await {
+                if let Err(e) = api::serve(listener, state, board, stop.cancelled_owned()).await {
                     tracing::error!(error = %e, "http server failed");
                 }
                 tracing::info!("api: stopped");

@@ -112,6 +112,34 @@ pub struct Settings {
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 16, global = true,
           value_parser = clap::value_parser!(u16).range(2..=512))]
     pub database_pool_size: u16,
+    /// How the live board (`GET /`, `/board/{queueId}`) shows patient names: `full`, or
+    /// `initials` for privacy (masked by the server: full names never reach the page).
+    #[arg(
+        long,
+        env = "BOARD_NAMES",
+        value_enum,
+        default_value = "full",
+        global = true
+    )]
+    pub board_names: BoardNames,
+}
+
+/// How the live board shows patient names (`BOARD_NAMES`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BoardNames {
+    /// The name as checked in.
+    Full,
+    /// Initials only (`Maria José García` shows as `M. J. G.`).
+    Initials,
+}
+
+impl fmt::Display for BoardNames {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Full => "full",
+            Self::Initials => "initials",
+        })
+    }
 }
 
 impl Settings {

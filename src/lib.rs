@@ -11,6 +11,8 @@
 //!   gap healing from the store, parking, rebuild.
 //! - [`lag`]: per-event lag statistics, slowest events, lifecycles.
 //! - [`api`]: poem-openapi HTTP API with problem+json errors.
+//! - [`board`]: the live waiting-room board (`GET /`), updated through Server-Sent Events
+//!   from the projector's NOTIFY.
 //! - [`console`]: the diagnostics console, `psql -p 6433` into the running process (SHOW
 //!   commands over the Postgres wire protocol, read-only).
 //! - [`telemetry`]: logs and Prometheus metrics; [`state`]: live process state.
@@ -25,6 +27,7 @@
 pub mod api;
 pub mod app;
 pub mod bench;
+pub mod board;
 pub mod broker;
 pub mod config;
 pub mod console;

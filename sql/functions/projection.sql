@@ -117,6 +117,7 @@ DECLARE
     bv integer[];   -- the failing version
     be text[];      -- the error
     t timestamptz;
+    changed text;   -- the board notification's payload
 BEGIN
     SELECT * INTO proj FROM projections WHERE name = p_projection;
     IF NOT FOUND THEN
@@ -170,6 +171,21 @@ BEGIN
             EXECUTE format('SELECT array_agg(r.stream_id), array_agg(r.bad_version), array_agg(r.error) '
                            'FROM %I($1, $2, $3) r', proj.apply_function)
                INTO bs, bv, be USING s, a, z;
+        END IF;
+    END IF;
+
+    -- The live board (src/board): one NOTIFY per batch, payload the JSON array of the streams
+    -- (queue ids) that had work, or '*' past NOTIFY's 8000-byte payload limit. NOTIFY takes
+    -- a database-wide lock at commit (docs/ARCHITECTURE.md, invariant 4), so it is sent only
+    -- while a board listener holds the board lock in shared mode (it does while pages are
+    -- open): the exclusive try-lock below succeeds exactly when none does. It is held to
+    -- commit, so a listener arming itself waits for this batch, then resyncs its pages. A
+    -- rebuild is quiet here and notifies '*' once (reset_projection).
+    IF s IS NOT NULL AND coalesce(current_setting('waitroom.board_quiet', true), '') <> 'on' THEN
+        IF NOT pg_try_advisory_xact_lock(hashtext('waitroom.board'), hashtext(p_projection)) THEN
+            changed := array_to_json(s)::text;
+            PERFORM pg_notify('waitroom_board', CASE WHEN octet_length(changed) < 8000
+                                                     THEN changed ELSE '*' END);
         END IF;
     END IF;
 
@@ -302,8 +318,13 @@ BEGIN
         EXECUTE format('DELETE FROM %I', t);
     END LOOP;
     DELETE FROM projection_checkpoints WHERE projection = p_projection;
+    -- Every queue changes: one '*' to the live board at commit, and project_batch stays
+    -- quiet for the rest of this transaction (no lock or notification per slice).
+    PERFORM set_config('waitroom.board_quiet', 'on', true),
+            pg_notify('waitroom_board', '*');
 END
 $$;
 
 COMMENT ON FUNCTION reset_projection(text) IS
-    'Deletes a projection''s read models and checkpoints (inside a rebuild transaction).';
+    'Deletes a projection''s read models and checkpoints (inside a rebuild transaction) and '
+    'tells the live board that every queue changed.';

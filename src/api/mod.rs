@@ -13,12 +13,13 @@ use std::sync::Arc;
 
 use lapin::{Channel, Connection};
 use poem::listener::TcpAcceptor;
-use poem::{Endpoint, EndpointExt, Route, Server};
+use poem::{Endpoint, EndpointExt, IntoEndpoint, Route, Server};
 use poem_openapi::{OpenApiService, Tags};
 use tokio::sync::Mutex;
 
 pub use middleware::{ACTOR_HEADER, CORRELATION_HEADER, RequestContext};
 
+use crate::board::Board;
 use crate::broker::BrokerNames;
 use crate::state::LiveState;
 use crate::store::Store;
@@ -120,16 +121,24 @@ pub fn spec() -> String {
     service(None).spec()
 }
 
-/// The whole HTTP app: API, `/openapi.json`, `/docs`, wrapped in the correlation/problem middleware.
-pub fn app(state: AppState) -> impl Endpoint {
+/// The whole HTTP app: API, `/openapi.json`, `/docs` and the live board (`/`, outside the
+/// spec), wrapped in the correlation/problem middleware.
+pub fn app(state: AppState, board: Board) -> impl Endpoint {
     let metrics = state.metrics.clone();
     let service = service(Some(state));
     let spec = service.spec_endpoint();
     let docs = service.swagger_ui();
-    Route::new()
-        .nest("/", service)
+    // The API's paths are absolute (`/api/…`, `/health…`, `/metrics`): mounted under those
+    // prefixes, not at `/`, which belongs to the board. A new top-level API path needs a
+    // line here (tests/pipeline/board.rs checks the spec's paths).
+    let api = Arc::new(service.into_endpoint());
+    let route = Route::new()
+        .nest_no_strip("/api", api.clone())
+        .nest_no_strip("/health", api.clone())
+        .at("/metrics", api)
         .at("/openapi.json", spec)
-        .nest("/docs", docs)
+        .nest("/docs", docs);
+    crate::board::mount(route, board)
         .around(move |ep, req| middleware::around(ep, req, metrics.clone()))
 }
 
@@ -191,12 +200,13 @@ pub async fn serve_metrics(
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
+    board: Board,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let acceptor = TcpAcceptor::from_tokio(listener)?;
     Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(
-            app(state),
+            app(state, board),
             shutdown,
             Some(std::time::Duration::from_secs(10)),
         )

@@ -355,6 +355,11 @@ pub fn config_entries(settings: &Settings) -> Vec<(&'static str, Option<String>,
             Some(settings.database_pool_size.to_string()),
             "DATABASE_POOL_SIZE",
         ),
+        (
+            "board_names",
+            Some(settings.board_names.to_string()),
+            "BOARD_NAMES",
+        ),
     ]
 }
 

@@ -99,6 +99,18 @@ pub async fn list_queues(pool: &Pool) -> Result<Vec<QueueRow>, ProjectorError> {
     Ok(rows.iter().map(queue_row).collect())
 }
 
+/// Whether the read model has the queue.
+pub async fn queue_exists(pool: &Pool, queue_id: &str) -> Result<bool, ProjectorError> {
+    let client = pool.get().await?;
+    Ok(client
+        .query_opt(
+            "SELECT 1 FROM waiting_queue_view WHERE queue_id = $1",
+            &[&queue_id],
+        )
+        .await?
+        .is_some())
+}
+
 /// One queue and its active patients in call order, or `None` when the read model has no such queue.
 pub async fn queue_with_patients(
     pool: &Pool,

@@ -26,6 +26,7 @@ pub(crate) fn waitroom(args: &[&str]) -> Command {
         "METRICS_ADDR",
         "BROKER_SUFFIX",
         "DATABASE_POOL_SIZE",
+        "BOARD_NAMES",
         "RUST_BACKTRACE",
     ] {
         cmd.env_remove(var);

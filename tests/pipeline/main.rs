@@ -9,6 +9,8 @@ mod api_ops;
 mod api_ordering;
 mod api_support;
 mod bench;
+mod board;
+mod board_browser;
 mod cli;
 mod cli_commands;
 mod cli_errors;

@@ -300,7 +300,7 @@ fn the_openapi_document_states_enums_nullables_optional_headers_and_links() {
     // One error body per operation, so generators (progenitor) can type the errors.
     let health = &spec["paths"]["/api/projections/health"]["get"]["responses"];
     assert_eq!(
-        health["503"]["content"]["application/json"]["schema"]["$ref"],
+        health["503"]["content"]["application/json; charset=utf-8"]["schema"]["$ref"],
         "#/components/schemas/ProjectionsHealth"
     );
     assert!(health.get("400").is_none());

@@ -21,8 +21,8 @@ set +e
     --generation-database none 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
-# The summary says "Test cases: N generated, …".
-cases="$(grep -oE 'Test cases: *[0-9]+ generated' "$log" | grep -oE '[0-9]+' | tail -1)"
+# The summary ends with "Test cases:" and, on the next line, "N generated, …".
+cases="$(grep -oE '^ *[0-9]+ generated' "$log" | grep -oE '[0-9]+' | tail -1 || true)"
 cases="${cases:-0}"
 rm -f "$log"
 echo "schemathesis: $cases test cases generated (seed $SEED, max-examples $MAX_EXAMPLES), exit status $status"

@@ -96,6 +96,7 @@ cargo clippy --all-targets -- -D warnings
 # and schemathesis fuzzes a server of its own. Skipped when arguments select some tests only.
 if [[ $# -eq 0 ]]; then
     step "API: generated Rust client (progenitor) runs the clinic flow"
+    cargo build --quiet --bin waitroom      # the flow test runs this binary
     cargo clippy -p waitroom-client --all-targets -- -D warnings
     cargo test -p waitroom-client -- --nocapture
     step "API: generated Python client (openapi-python-client) runs the clinic flow"

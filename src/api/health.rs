@@ -2,10 +2,12 @@
 
 use std::time::Duration;
 
+use poem::web::Data;
 use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, OpenApi};
 
 use super::models::{DependencyCheck, Liveness, Readiness};
+use super::types::{DependencyStatus, LivenessStatus, ReadinessStatus};
 use super::{ApiTags, AppState};
 use crate::broker;
 use crate::relay::LEADER_LOCK;
@@ -77,7 +79,7 @@ pub enum ReadyResponse {
 
 #[derive(ApiResponse)]
 pub enum MetricsResponse {
-    /// OpenMetrics text.
+    /// OpenMetrics text (Prometheus scrapes it as is), ending in `# EOF`.
     #[oai(
         status = 200,
         content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -86,20 +88,18 @@ pub enum MetricsResponse {
 }
 
 /// Health and metrics.
-pub struct HealthApi {
-    pub state: AppState,
-}
+pub struct HealthApi;
 
 fn check(name: &str, result: Result<String, String>) -> DependencyCheck {
     match result {
         Ok(detail) => DependencyCheck {
             name: name.to_owned(),
-            status: "up".to_owned(),
+            status: DependencyStatus::Up,
             detail,
         },
         Err(detail) => DependencyCheck {
             name: name.to_owned(),
-            status: "down".to_owned(),
+            status: DependencyStatus::Down,
             detail,
         },
     }
@@ -115,10 +115,13 @@ async fn timed<T, E: std::fmt::Display>(
     }
 }
 
-impl HealthApi {
+/// The readiness probes, on the shared state.
+struct Probes<'a>(&'a AppState);
+
+impl Probes<'_> {
     /// Checks Postgres by asking it whether any session holds the relay leader lock.
     async fn relay_leader_exists(&self) -> Result<bool, String> {
-        let pool = self.state.store.pool();
+        let pool = self.0.store.pool();
         timed(async {
             let client = pool.get().await.map_err(|e| e.to_string())?;
             let row = client
@@ -131,19 +134,20 @@ impl HealthApi {
     }
 
     async fn projector_consumers(&self) -> Result<u32, String> {
-        let mut slot = self.state.broker.lock().await;
+        let state = self.0;
+        let mut slot = state.broker.lock().await;
         if slot
             .as_ref()
             .is_none_or(|(c, ch)| !c.status().connected() || !ch.status().connected())
         {
             *slot = None;
-            let connection = timed(broker::connect(&self.state.amqp_url, "waitroom-api")).await?;
+            let connection = timed(broker::connect(&state.amqp_url, "waitroom-api")).await?;
             let channel = timed(connection.create_channel()).await?;
-            timed(broker::declare_topology(&channel, &self.state.names)).await?;
+            timed(broker::declare_topology(&channel, &state.names)).await?;
             *slot = Some((connection, channel));
         }
         let (_, channel) = slot.as_ref().ok_or("not connected")?;
-        let count = timed(broker::consumer_count(channel, &self.state.names)).await;
+        let count = timed(broker::consumer_count(channel, &state.names)).await;
         if count.is_err() {
             // A failed passive declare closes the channel; reconnect next time.
             *slot = None;
@@ -163,7 +167,7 @@ impl HealthApi {
     )]
     async fn health(&self) -> Json<Liveness> {
         Json(Liveness {
-            status: "ok".to_owned(),
+            status: LivenessStatus::Ok,
         })
     }
 
@@ -174,9 +178,11 @@ impl HealthApi {
         operation_id = "getReadiness",
         tag = "ApiTags::Health"
     )]
-    async fn ready(&self) -> ReadyResponse {
-        let (pg, consumers) = tokio::join!(self.relay_leader_exists(), self.projector_consumers());
-        let live = &self.state.live;
+    async fn ready(&self, state: Data<&AppState>) -> ReadyResponse {
+        let probes = Probes(&state);
+        let (pg, consumers) =
+            tokio::join!(probes.relay_leader_exists(), probes.projector_consumers());
+        let live = &state.live;
         let relay = live.relay();
         let projector = live.projector();
         let relay_check = match (&pg, relay.role) {
@@ -195,7 +201,7 @@ impl HealthApi {
             None => e,
         });
         let projector_check = match (&consumers, projector.role) {
-            (Ok(n), _) if *n > 0 => Ok(format!("{n} consumer(s) on {}", self.state.names.queue)),
+            (Ok(n), _) if *n > 0 => Ok(format!("{n} consumer(s) on {}", state.names.queue)),
             (Ok(_), ProjectorRole::Off) => {
                 Err("no projector consumes; start `waitroom project`".to_owned())
             }
@@ -225,9 +231,13 @@ impl HealthApi {
             check("relay", relay_check),
             check("projector", projector_check),
         ];
-        let ready = checks.iter().all(|c| c.status == "up");
+        let ready = checks.iter().all(|c| c.status == DependencyStatus::Up);
         let body = Readiness {
-            status: if ready { "ready" } else { "not_ready" }.to_owned(),
+            status: if ready {
+                ReadinessStatus::Ready
+            } else {
+                ReadinessStatus::NotReady
+            },
             checks,
         };
         if ready {
@@ -244,7 +254,7 @@ impl HealthApi {
         operation_id = "getMetrics",
         tag = "ApiTags::Health"
     )]
-    async fn metrics(&self) -> MetricsResponse {
-        MetricsResponse::Ok(PlainText(scrape(&self.state).await))
+    async fn metrics(&self, state: Data<&AppState>) -> MetricsResponse {
+        MetricsResponse::Ok(PlainText(scrape(&state).await))
     }
 }

@@ -9,6 +9,7 @@ use poem::{Endpoint, IntoResponse, Request, Response};
 
 use super::MAX_BODY_BYTES;
 use super::problem::Problem;
+use super::spec::AllowTable;
 use crate::telemetry::{HttpLabels, Metrics, RouteLabels};
 
 /// Header carrying the correlation id.
@@ -39,18 +40,27 @@ pub async fn around<E: Endpoint>(
     ep: Arc<E>,
     mut req: Request,
     metrics: Arc<Metrics>,
+    allow: Arc<AllowTable>,
 ) -> poem::Result<Response> {
     let started = Instant::now();
     let correlation_id =
         header_token(&req, CORRELATION_HEADER).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let actor = header_token(&req, ACTOR_HEADER).unwrap_or_else(|| "api".to_owned());
     let method = req.method().to_string();
+    let path = req.uri().path().to_owned();
     req.extensions_mut().insert(RequestContext {
         correlation_id: correlation_id.clone(),
         actor,
     });
     let response = match limit_body(&mut req).await {
         Err(refused) => refused,
+        Ok(()) if let Some(name) = unreadable_header(&req) => Problem::new(
+            400,
+            "invalid-request",
+            "Invalid request",
+            format!("the {name} header must be visible ASCII"),
+        )
+        .into_json_response(),
         Ok(()) => match ep.call(req).await {
             Ok(r) => r.into_response(),
             Err(e) => e.into_response(),
@@ -72,6 +82,13 @@ pub async fn around<E: Endpoint>(
     if let Ok(value) = HeaderValue::from_str(&correlation_id) {
         response.headers_mut().insert(CORRELATION_HEADER, value);
     }
+    // RFC 9110: a 405 lists the methods the resource answers.
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED
+        && let Some(methods) = allow.allow(&path)
+        && let Ok(value) = HeaderValue::from_str(methods)
+    {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
     metrics
         .http_requests
         .get_or_create(&HttpLabels {
@@ -85,6 +102,20 @@ pub async fn around<E: Endpoint>(
         .get_or_create(&RouteLabels { method, route })
         .observe(started.elapsed().as_secs_f64());
     Ok(response)
+}
+
+/// Headers the API reads as text: a value that is not visible ASCII would otherwise be
+/// dropped silently (poem-openapi skips values it cannot read), and a command would run
+/// without the key or precondition its caller sent.
+const TEXT_HEADERS: &[&str] = &["Idempotency-Key", "If-Match"];
+
+fn unreadable_header(req: &Request) -> Option<&'static str> {
+    TEXT_HEADERS.iter().copied().find(|name| {
+        req.headers()
+            .get_all(*name)
+            .iter()
+            .any(|v| v.to_str().is_err())
+    })
 }
 
 /// Reads the body with a size cap (commands are small JSON documents): 413 past

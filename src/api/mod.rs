@@ -8,6 +8,8 @@ mod models;
 mod ops;
 pub(crate) mod problem;
 mod queues;
+mod spec;
+pub mod types;
 
 use std::sync::Arc;
 
@@ -72,27 +74,22 @@ impl AppState {
     }
 }
 
-type Apis = (queues::QueuesApi, ops::OpsApi, health::HealthApi);
+type Apis = (
+    queues::CommandsApi,
+    queues::QueriesApi,
+    ops::OpsApi,
+    health::HealthApi,
+);
 
-fn service(state: Option<AppState>) -> OpenApiService<Apis, ()> {
-    // The spec does not depend on state; `openapi` builds it without connecting anywhere.
-    let state = state.unwrap_or_else(|| {
-        let db = crate::store::DbConfig::parse("postgres://localhost/waitroom")
-            .expect("static URL parses");
-        let metrics = Arc::new(Metrics::new());
-        AppState::new(
-            Store::new(db.pool(1), metrics.clone()),
-            metrics,
-            Arc::default(),
-            String::new(),
-            BrokerNames::default(),
-        )
-    });
+/// The operations; they take the state through `Data<&AppState>`, so building the document
+/// needs no connection.
+fn service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
         (
-            queues::QueuesApi { state: state.clone() },
-            ops::OpsApi { state: state.clone() },
-            health::HealthApi { state },
+            queues::CommandsApi,
+            queues::QueriesApi,
+            ops::OpsApi,
+            health::HealthApi,
         ),
         "waitroom",
         env!("CARGO_PKG_VERSION"),
@@ -100,34 +97,57 @@ fn service(state: Option<AppState>) -> OpenApiService<Apis, ()> {
     .description(
         "Clinic waiting rooms on an event-sourced Postgres pipeline: commands append events, \
          a NOTIFY-woken outbox relay publishes them to RabbitMQ, and SQL projections keep the \
-         read models current within milliseconds. Errors are RFC 9457 application/problem+json.",
+         read models current within milliseconds. Errors are RFC 9457 application/problem+json. \
+         Responses about a queue carry its stream version as `ETag`; commands on a queue accept \
+         `If-Match` (412 when the queue has moved on) and `Idempotency-Key`.",
     )
     .license(poem_openapi::LicenseObject::new("MIT"))
-    .extra_request_header::<String, _>(poem_openapi::ExtraHeader::new(CORRELATION_HEADER).description(
-        "Correlation id (1–128 printable ASCII); stored in event metadata and sent as the AMQP \
-         correlation id. A new one is generated when absent or invalid.",
+    .extra_request_header::<Option<String>, _>(poem_openapi::ExtraHeader::new(CORRELATION_HEADER).description(
+        "Optional correlation id; stored in event metadata and sent as the AMQP correlation id. \
+         A value that is not 1–128 printable ASCII characters is ignored and a new id generated.",
     ))
-    .extra_request_header::<String, _>(
-        poem_openapi::ExtraHeader::new(ACTOR_HEADER)
-            .description("Who issues the command (1–128 printable ASCII), stored as the events' actor; default `api`."),
+    .extra_request_header::<Option<String>, _>(
+        poem_openapi::ExtraHeader::new(ACTOR_HEADER).description(
+            "Optional: who issues the command, stored as the events' actor (default `api`). \
+             A value that is not 1–128 printable ASCII characters is ignored.",
+        ),
     )
     .extra_response_header::<String, _>(
         poem_openapi::ExtraHeader::new(CORRELATION_HEADER).description("The request's correlation id."),
     )
 }
 
-/// The OpenAPI document as pretty JSON (what `waitroom openapi` prints and `openapi/waitroom.json` holds).
+/// The OpenAPI document as pretty JSON (what `waitroom openapi` prints, `/openapi.json`
+/// serves and `openapi/waitroom.json` holds).
 pub fn spec() -> String {
-    service(None).spec()
+    spec::finish(&service().spec())
 }
 
 /// The whole HTTP app: API, `/openapi.json`, `/docs` and the live board (`/`, outside the
 /// spec), wrapped in the correlation/problem middleware.
 pub fn app(state: AppState, board: Board) -> impl Endpoint {
     let metrics = state.metrics.clone();
-    let service = service(Some(state));
-    let spec = service.spec_endpoint();
-    let docs = service.swagger_ui();
+    let service = service();
+    let raw = service.spec();
+    let document = spec::finish(&raw);
+    // Swagger UI embeds the document verbatim: swap poem-openapi's for the finished one.
+    let docs_html = service.swagger_ui_html().replace(&raw, &document);
+    let allow = Arc::new(spec::AllowTable::new(
+        &document,
+        &[
+            "/openapi.json",
+            "/docs",
+            "/",
+            "/board/{queueId}",
+            "/assets/board.css",
+            "/assets/board.js",
+            "/assets/index.js",
+            "/live/queues",
+            "/live/queues/{queueId}",
+            "/live/events",
+        ],
+    ));
+    let spec_json = document.clone();
     // The API's paths are absolute (`/api/…`, `/health…`, `/metrics`): mounted under those
     // prefixes, not at `/`, which belongs to the board. A new top-level API path needs a
     // line here (tests/pipeline/board.rs checks the spec's paths).
@@ -136,10 +156,24 @@ pub fn app(state: AppState, board: Board) -> impl Endpoint {
         .nest_no_strip("/api", api.clone())
         .nest_no_strip("/health", api.clone())
         .at("/metrics", api)
-        .at("/openapi.json", spec)
-        .nest("/docs", docs);
+        .at(
+            "/openapi.json",
+            poem::endpoint::make_sync(move |_| {
+                poem::Response::builder()
+                    .content_type("application/json")
+                    .body(spec_json.clone())
+            }),
+        )
+        .nest(
+            "/docs",
+            Route::new().at(
+                "/",
+                poem::endpoint::make_sync(move |_| poem::web::Html(docs_html.clone())),
+            ),
+        );
     crate::board::mount(route, board)
-        .around(move |ep, req| middleware::around(ep, req, metrics.clone()))
+        .data(state)
+        .around(move |ep, req| middleware::around(ep, req, metrics.clone(), allow.clone()))
 }
 
 /// Whether an `Accept` header asks for the classic text format (0.0.4) rather than

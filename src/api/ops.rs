@@ -3,12 +3,14 @@
 
 use std::sync::atomic::Ordering;
 
+use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 
 use super::models::*;
 use super::problem::{Problem, ProblemJson, ProblemResponse, impl_problem};
+use super::types::{EventIdText, Int, ProjectionsStatus, RebuildStatus, WindowSeconds};
 use super::{ApiTags, AppState};
 use crate::domain::ValidationError;
 use crate::projector::{rebuild, views};
@@ -49,7 +51,7 @@ pub enum EventLagResponse {
     /// The event's lifecycle.
     #[oai(status = 200)]
     Ok(Json<EventLag>),
-    /// `eventId` is not a UUID.
+    /// `validation-error`: `eventId` is not a UUID.
     #[oai(status = 400, content_type = "application/problem+json")]
     BadRequest(ProblemJson),
     /// `event-not-found`.
@@ -76,30 +78,17 @@ pub enum OutboxResponse {
 }
 impl_problem!(OutboxResponse { 400 => BadRequest, 503 => Unavailable });
 
+/// One body for every answer (progenitor and other generators want one error type per
+/// operation); there is no input, so no 400.
 #[derive(ApiResponse)]
-#[oai(bad_request_handler = "Self::bad_request")]
 pub enum ProjectionsHealthResponse {
     /// No stream is parked.
     #[oai(status = 200)]
     Healthy(Json<ProjectionsHealth>),
-    /// Invalid request.
-    #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(ProblemJson),
-    /// A stream is parked (see `parked`), or Postgres is unavailable (problem+json).
+    /// `unhealthy`: a stream is parked (see `parked`); or `unknown`: Postgres is unavailable
+    /// (see `detail`).
     #[oai(status = 503)]
     Unhealthy(Json<ProjectionsHealth>),
-}
-
-impl ProblemResponse for ProjectionsHealthResponse {
-    fn from_problem(problem: Problem) -> Self {
-        if problem.status == 400 {
-            return Self::BadRequest(Json(problem));
-        }
-        Self::Unhealthy(Json(ProjectionsHealth {
-            status: format!("unknown: {}", problem.detail),
-            projections: Vec::new(),
-        }))
-    }
 }
 
 #[derive(ApiResponse)]
@@ -124,9 +113,7 @@ pub enum RebuildResponse {
 impl_problem!(RebuildResponse { 400 => BadRequest, 404 => NotFound, 409 => Conflict, 503 => Unavailable });
 
 /// Lag, outbox and projection operations.
-pub struct OpsApi {
-    pub state: AppState,
-}
+pub struct OpsApi;
 
 #[OpenApi]
 impl OpsApi {
@@ -139,18 +126,19 @@ impl OpsApi {
     )]
     async fn lag(
         &self,
-        /// Window length in seconds, 1–2592000 (default 300).
+        state: Data<&AppState>,
+        /// Window length in seconds (default 300).
         #[oai(name = "windowSeconds")]
-        window_seconds: Query<Option<f64>>,
+        window_seconds: Query<Option<WindowSeconds>>,
     ) -> LagResponse {
-        let window = window_seconds.0.unwrap_or(300.0);
+        let window = window_seconds.0.map_or(300.0, |w| w.0);
         if !window.is_finite() || !(1.0..=2_592_000.0).contains(&window) {
             return LagResponse::from_problem(Problem::validation(&ValidationError {
                 field: "windowSeconds",
                 message: format!("must be between 1 and 2592000, got {window}"),
             }));
         }
-        match crate::lag::statistics(self.state.store.pool(), window).await {
+        match crate::lag::statistics(state.store.pool(), window).await {
             Ok(report) => LagResponse::Ok(Json(LagReportView {
                 window_seconds: window,
                 overall: report.overall.into(),
@@ -158,7 +146,10 @@ impl OpsApi {
                     .by_event
                     .into_iter()
                     .map(|(event_type, stats)| EventTypeLag {
-                        event_type,
+                        event_type: stored(
+                            &event_type,
+                            super::types::EventType::WaitingQueueCreated,
+                        ),
                         stats: stats.into(),
                     })
                     .collect(),
@@ -176,10 +167,11 @@ impl OpsApi {
     )]
     async fn slowest(
         &self,
-        /// How many, 1–1000 (default 10).
-        limit: Query<Option<i64>>,
+        state: Data<&AppState>,
+        /// How many (default 10).
+        limit: Query<Option<Int<1, 1000>>>,
     ) -> SlowestResponse {
-        let limit = limit.0.unwrap_or(10);
+        let limit = limit.0.map_or(10, |l| l.0);
         if !(1..=1000).contains(&limit) {
             return SlowestResponse::from_problem(Problem::validation(&ValidationError {
                 field: "limit",
@@ -187,7 +179,7 @@ impl OpsApi {
             }));
         }
         let limit = i32::try_from(limit).unwrap_or(1000);
-        match crate::lag::slowest(self.state.store.pool(), limit).await {
+        match crate::lag::slowest(state.store.pool(), limit).await {
             Ok(events) => SlowestResponse::Ok(Json(events.into_iter().map(Into::into).collect())),
             Err(e) => SlowestResponse::from_problem(e.into()),
         }
@@ -200,14 +192,22 @@ impl OpsApi {
         operation_id = "getEventLag",
         tag = "ApiTags::Lag"
     )]
-    async fn event_lag(&self, #[oai(name = "eventId")] event_id: Path<String>) -> EventLagResponse {
-        let Ok(id) = uuid::Uuid::parse_str(event_id.trim()) else {
+    async fn event_lag(
+        &self,
+        state: Data<&AppState>,
+        #[oai(name = "eventId")] event_id: Path<EventIdText>,
+    ) -> EventLagResponse {
+        // The hyphenated form only, as the schema's `format: uuid` says.
+        let parsed = (event_id.len() == 36)
+            .then(|| uuid::Uuid::try_parse(&event_id).ok())
+            .flatten();
+        let Some(id) = parsed else {
             return EventLagResponse::from_problem(Problem::validation(&ValidationError {
                 field: "eventId",
-                message: format!("must be a UUID, got {:?}", event_id.0),
+                message: format!("must be a hyphenated UUID, got {:?}", event_id.as_str()),
             }));
         };
-        match crate::lag::event(self.state.store.pool(), id).await {
+        match crate::lag::event(state.store.pool(), id).await {
             Ok(Some(l)) => EventLagResponse::Ok(Json(l.into())),
             Ok(None) => EventLagResponse::from_problem(Problem::not_found(
                 "event-not-found",
@@ -224,8 +224,8 @@ impl OpsApi {
         operation_id = "getOutboxPending",
         tag = "ApiTags::Operations"
     )]
-    async fn outbox(&self) -> OutboxResponse {
-        match crate::lag::outbox_backlog(self.state.store.pool()).await {
+    async fn outbox(&self, state: Data<&AppState>) -> OutboxResponse {
+        match crate::lag::outbox_backlog(state.store.pool()).await {
             Ok(b) => OutboxResponse::Ok(Json(OutboxPending {
                 count: b.count,
                 oldest_age_ms: b.oldest_age_ms,
@@ -242,11 +242,18 @@ impl OpsApi {
         operation_id = "getProjectionsHealth",
         tag = "ApiTags::Operations"
     )]
-    async fn projections_health(&self) -> ProjectionsHealthResponse {
-        let pool = self.state.store.pool();
+    async fn projections_health(&self, state: Data<&AppState>) -> ProjectionsHealthResponse {
+        let pool = state.store.pool();
         let health = match views::projection_health(pool).await {
             Ok(h) => h,
-            Err(e) => return ProjectionsHealthResponse::from_problem(e.into()),
+            Err(e) => {
+                let problem = Problem::from(e);
+                return ProjectionsHealthResponse::Unhealthy(Json(ProjectionsHealth {
+                    status: ProjectionsStatus::Unknown,
+                    projections: Vec::new(),
+                    detail: Some(problem.detail),
+                }));
+            }
         };
         let mut projections = Vec::with_capacity(health.len());
         for h in health {
@@ -273,8 +280,13 @@ impl OpsApi {
         }
         let parked = projections.iter().any(|p| p.parked_streams > 0);
         let body = ProjectionsHealth {
-            status: if parked { "unhealthy" } else { "healthy" }.to_owned(),
+            status: if parked {
+                ProjectionsStatus::Unhealthy
+            } else {
+                ProjectionsStatus::Healthy
+            },
             projections,
+            detail: None,
         };
         if parked {
             ProjectionsHealthResponse::Unhealthy(Json(body))
@@ -290,8 +302,13 @@ impl OpsApi {
         operation_id = "rebuildProjection",
         tag = "ApiTags::Operations"
     )]
-    async fn rebuild(&self, name: Path<String>) -> RebuildResponse {
-        let pool = self.state.store.pool().clone();
+    async fn rebuild(
+        &self,
+        state: Data<&AppState>,
+        /// The projection, e.g. `waiting_room`.
+        name: Path<String>,
+    ) -> RebuildResponse {
+        let pool = state.store.pool().clone();
         match rebuild::exists(&pool, &name).await {
             Ok(true) => {}
             Ok(false) => {
@@ -302,12 +319,12 @@ impl OpsApi {
             Err(e) => return RebuildResponse::from_problem(e.into()),
         }
         let running_elsewhere = rebuild::is_running(&pool, &name).await.unwrap_or(false);
-        if running_elsewhere || self.state.live.rebuilding.swap(true, Ordering::SeqCst) {
+        if running_elsewhere || state.live.rebuilding.swap(true, Ordering::SeqCst) {
             return RebuildResponse::from_problem(
                 crate::projector::ProjectorError::RebuildRunning(name.0.clone()).into(),
             );
         }
-        let live = self.state.live.clone();
+        let live = state.live.clone();
         let projection = name.0.clone();
         tokio::spawn(async move {
             let started = std::time::Instant::now();
@@ -325,7 +342,7 @@ impl OpsApi {
         });
         RebuildResponse::Accepted(Json(RebuildAccepted {
             projection: name.0.clone(),
-            status: "started".to_owned(),
+            status: RebuildStatus::Started,
         }))
     }
 }

@@ -25,7 +25,7 @@ pub struct FieldError {
 
 /// An RFC 9457 problem document.
 #[derive(Debug, Clone, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", example)]
 pub struct Problem {
     /// URI identifying the problem type; its last segment is a stable slug such as `queue-full`.
     #[oai(rename = "type")]
@@ -43,6 +43,19 @@ pub struct Problem {
     pub errors: Option<Vec<FieldError>>,
 }
 
+impl poem_openapi::types::Example for Problem {
+    fn example() -> Self {
+        Self {
+            problem_type: format!("{TYPE_BASE}queue-not-found"),
+            title: "Queue not found".into(),
+            status: 404,
+            detail: "queue radiology does not exist".into(),
+            correlation_id: "0b9e7c1e-5d3f-4a51-8a0e-6f1f2d3c4b5a".into(),
+            errors: None,
+        }
+    }
+}
+
 impl Problem {
     /// A problem of type `slug` with `status`, `title` and `detail`. The correlation id is
     /// filled in by the correlation middleware, which knows it for every request.
@@ -55,6 +68,20 @@ impl Problem {
             correlation_id: String::new(),
             errors: None,
         }
+    }
+
+    /// The problem as a complete response (for layers outside the typed operations).
+    pub fn into_json_response(self) -> poem::Response {
+        use poem::IntoResponse;
+        let status = poem::http::StatusCode::from_u16(self.status)
+            .unwrap_or(poem::http::StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = Json(self).into_response();
+        response.set_status(status);
+        response.headers_mut().insert(
+            poem::http::header::CONTENT_TYPE,
+            poem::http::HeaderValue::from_static("application/problem+json"),
+        );
+        response
     }
 
     /// 400 for a request that could not be parsed (bad JSON, missing field, bad parameter).
@@ -122,6 +149,18 @@ impl Problem {
                 "idempotency-key-reused",
                 "Idempotency key reused",
                 format!("Idempotency-Key {key:?} was already used for a different request"),
+            ),
+            StoreError::PreconditionFailed { actual } => Self::new(
+                412,
+                "precondition-failed",
+                "Precondition failed",
+                if *actual == 0 {
+                    format!("queue {queue_id} does not exist, so If-Match cannot match")
+                } else {
+                    format!(
+                        "queue {queue_id} is at version {actual} (ETag \"{actual}\"), which If-Match does not name"
+                    )
+                },
             ),
             other => Self::unavailable("the event store", other),
         }

@@ -30,6 +30,27 @@ pub struct CommandContext {
     pub actor: String,
     /// Set when the caller sent an Idempotency-Key.
     pub idempotency: Option<IdempotencyRequest>,
+    /// Set when the caller sent `If-Match`: the versions the stream must be at.
+    pub if_match: Option<IfMatch>,
+}
+
+/// An `If-Match` precondition on a stream's version (its ETag).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IfMatch {
+    /// `*`: the stream exists.
+    Exists,
+    /// The stream is at one of these versions.
+    AnyOf(Vec<i64>),
+}
+
+impl IfMatch {
+    /// Whether a stream at `version` (0: missing) meets the precondition.
+    pub fn matches(&self, version: i64) -> bool {
+        match self {
+            Self::Exists => version > 0,
+            Self::AnyOf(versions) => version > 0 && versions.contains(&version),
+        }
+    }
 }
 
 /// An Idempotency-Key and the request it was sent with; a retry must send the same request.
@@ -199,6 +220,18 @@ impl Store {
                 cached.insert(load(&client, stream_id).await?)
             }
         };
+        if let Some(condition) = &ctx.if_match
+            && !condition.matches(state.version)
+        {
+            // The cache may trail appends of another process: ask the store before refusing.
+            let client = self.pool.get().await?;
+            *state = load(&client, stream_id).await?;
+            if !condition.matches(state.version) {
+                return Err(StoreError::PreconditionFailed {
+                    actual: state.version,
+                });
+            }
+        }
         let at = now();
         let decided = match state.decide(command, at) {
             Ok(events) => events,

@@ -14,6 +14,10 @@ pub enum StoreError {
     /// The Idempotency-Key was already used for a different request.
     #[error("idempotency key {0:?} was already used for a different request")]
     IdempotencyKeyReused(String),
+    /// The caller's `If-Match` did not name the stream's version (`actual`, 0 when it does
+    /// not exist); nothing was appended.
+    #[error("the stream is at version {actual}, which the precondition does not name")]
+    PreconditionFailed { actual: i64 },
     /// Concurrent writers kept winning the race for this stream past the retry bound.
     #[error("stream {0} stayed contended after {1} attempts")]
     Contended(String, u32),

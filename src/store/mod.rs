@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 
-pub use append::{CommandContext, Decided, Executed, IdempotencyRequest, NewEvent, SNAPSHOT_EVERY};
+pub use append::{
+    CommandContext, Decided, Executed, IdempotencyRequest, IfMatch, NewEvent, SNAPSHOT_EVERY,
+};
 pub use cache::StreamCache;
 pub use db::{ConnectError, DbConfig};
 pub use error::{StoreError, describe, unique_violation};

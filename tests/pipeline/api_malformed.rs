@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use crate::api_support::{
-    assert_client_problem, assert_problem, event_count, patient_command, total_events,
+    assert_client_problem, assert_problem, event_count, header, patient_command, total_events,
 };
 use crate::helpers::TestApp;
 
@@ -142,10 +142,17 @@ async fn unknown_routes_are_404_and_wrong_methods_405_problems() {
         .send()
         .await
         .expect("request is sent");
+    assert_eq!(
+        header(&r, "allow"),
+        "GET, HEAD, POST",
+        "405 lists the allowed methods"
+    );
     assert_problem(r, 405, "method-not-allowed").await;
     let r = app.post_empty("/health").await;
+    assert_eq!(header(&r, "allow"), "GET, HEAD");
     assert_problem(r, 405, "method-not-allowed").await;
     let r = app.get("/api/queues/q/call-next").await;
+    assert_eq!(header(&r, "allow"), "POST");
     assert_problem(r, 405, "method-not-allowed").await;
 }
 

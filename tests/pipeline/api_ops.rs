@@ -1,7 +1,7 @@
 //! The HTTP API's operations endpoints: processing lag, the outbox and projection health,
 //! liveness and readiness, OpenMetrics and the OpenAPI document with its Swagger UI.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::api_support::{
     SETTLE, assert_client_problem, assert_problem, assert_validation, header,
@@ -246,4 +246,69 @@ async fn the_openapi_document_and_swagger_ui_are_served() {
     assert!(header(&r, "content-type").starts_with("text/html"));
     let html = r.text().await.expect("docs html");
     assert!(html.to_lowercase().contains("swagger"), "Swagger UI page");
+    assert!(
+        html.contains("\"links\""),
+        "Swagger UI shows the finished document, links included"
+    );
+}
+
+#[test]
+fn the_openapi_document_states_enums_nullables_optional_headers_and_links() {
+    let spec: Value = serde_json::from_str(&waitroom::api::spec()).expect("spec is JSON");
+    let schemas = &spec["components"]["schemas"];
+    let enum_of = |name: &str| schemas[name]["enum"].clone();
+    assert_eq!(
+        enum_of("Priority"),
+        json!(["Low", "Medium", "High", "Urgent"])
+    );
+    assert_eq!(
+        enum_of("PatientStatus"),
+        json!(["WAITING", "CALLED", "COMPLETED", "CANCELLED", "NO_SHOW"])
+    );
+    assert_eq!(
+        enum_of("LagStatus"),
+        json!(["CREATED", "PUBLISHED", "PROCESSED", "FAILED"])
+    );
+    assert_eq!(enum_of("ReadinessStatus"), json!(["ready", "not_ready"]));
+    assert_eq!(enum_of("EventType").as_array().map(Vec::len), Some(6));
+    for (schema, field) in [
+        ("LagStatsView", "avgMs"),
+        ("OutboxPending", "oldestAgeMs"),
+        ("ProjectionStatus", "lastAppliedAt"),
+        ("PatientView", "position"),
+        ("EventLag", "publishedAt"),
+    ] {
+        assert_eq!(
+            schemas[schema]["properties"][field]["nullable"], true,
+            "{schema}.{field} is nullable"
+        );
+    }
+    let create = &spec["paths"]["/api/queues"]["post"];
+    for p in create["parameters"].as_array().expect("parameters") {
+        assert_ne!(p["required"], true, "{} is optional", p["name"]);
+    }
+    let links = &create["responses"]["201"]["links"];
+    assert_eq!(links["CheckIn"]["operationId"], "checkIn");
+    assert_eq!(
+        links["CheckIn"]["parameters"]["queueId"],
+        "$response.body#/queueId"
+    );
+    let check_in = &spec["paths"]["/api/queues/{queueId}/check-ins"]["post"];
+    assert!(check_in["responses"]["201"]["headers"]["ETag"].is_object());
+    assert!(check_in["responses"]["412"].is_object());
+    assert!(schemas["CheckInRequest"]["example"].is_object());
+    // One error body per operation, so generators (progenitor) can type the errors.
+    let health = &spec["paths"]["/api/projections/health"]["get"]["responses"];
+    assert_eq!(
+        health["503"]["content"]["application/json; charset=utf-8"]["schema"]["$ref"],
+        "#/components/schemas/ProjectionsHealth"
+    );
+    assert!(health.get("400").is_none());
+    let metrics = &spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"];
+    assert!(
+        metrics
+            .get("application/openmetrics-text; version=1.0.0; charset=utf-8")
+            .is_some(),
+        "/metrics documents what it serves: {metrics}"
+    );
 }

@@ -4,6 +4,7 @@
 mod api_audit;
 mod api_concurrency;
 mod api_errors;
+mod api_etag;
 mod api_malformed;
 mod api_ops;
 mod api_ordering;

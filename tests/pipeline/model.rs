@@ -142,6 +142,7 @@ fn context() -> CommandContext {
         causation_id: "model".into(),
         actor: "model".into(),
         idempotency: None,
+        if_match: None,
     }
 }
 

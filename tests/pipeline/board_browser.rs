@@ -222,15 +222,32 @@ async fn the_board_in_a_browser_follows_the_queue_live_and_survives_a_restart() 
 
     // The picker lists the queue; its link opens the board.
     browser.client.goto(&app.address).await.expect("open /");
-    let link = browser
-        .client
-        .wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css("a[href='/board/cardiology']"))
-        .await
-        .expect("the picker lists the queue");
-    assert!(link.text().await.unwrap().contains("Cardiology"));
-    link.click().await.expect("open the board");
+    // The picker re-renders its list when its live feed (re)connects, which can replace the
+    // link between finding it and using it (a stale element): find it again then.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let link = browser
+            .client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css("a[href='/board/cardiology']"))
+            .await
+            .expect("the picker lists the queue");
+        let opened = match link.text().await {
+            Ok(text) => {
+                assert!(text.contains("Cardiology"), "link text {text:?}");
+                link.click().await
+            }
+            Err(e) => Err(e),
+        };
+        match opened {
+            Ok(()) => break,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("board: picker link replaced while in use ({e}); finding it again");
+            }
+            Err(e) => panic!("open the board: {e}"),
+        }
+    }
 
     let state = browser
         .until(

@@ -193,6 +193,46 @@ struct Parsed {
     command: Command,
 }
 
+/// The request headers every command reads: its context, Idempotency-Key and If-Match.
+type CommandHeaders<'a> = (
+    &'a RequestContext,
+    Option<&'a IdempotencyKeyText>,
+    Option<&'a IfMatchText>,
+);
+
+/// A parsed command with its metadata; `operation` names, from the parsed command, the
+/// request an Idempotency-Key stands for.
+fn with_meta(
+    parsed: Result<Parsed, ValidationError>,
+    (ctx, key, if_match): CommandHeaders<'_>,
+    operation: impl FnOnce(&Parsed) -> String,
+    body: Option<serde_json::Value>,
+) -> Result<(Parsed, CommandMeta), ValidationError> {
+    let parsed = parsed?;
+    let meta = CommandMeta::new(ctx, key, if_match, operation(&parsed), body)?;
+    Ok((parsed, meta))
+}
+
+/// A command on one patient (complete, cancel, no-show), parsed with its metadata.
+fn patient_parsed(
+    headers: CommandHeaders<'_>,
+    queue_id: &QueueIdText,
+    patient_id: &PatientIdText,
+    action: PatientAction,
+) -> Result<(Parsed, CommandMeta), ValidationError> {
+    let operation = match action {
+        PatientAction::Complete => "complete",
+        PatientAction::Cancel => "cancel",
+        PatientAction::NoShow => "noShow",
+    };
+    with_meta(
+        Parsed::try_from((queue_id, patient_id, action)),
+        headers,
+        |p| format!("{operation} {} {}", p.queue_id, patient_id.trim()),
+        None,
+    )
+}
+
 impl TryFrom<&CreateQueueRequest> for Parsed {
     type Error = ValidationError;
 
@@ -326,16 +366,12 @@ impl CommandsApi {
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<IdempotencyKeyText>>,
         body: Json<CreateQueueRequest>,
     ) -> CreateQueueResponse {
-        let parsed = Parsed::try_from(&body.0).and_then(|p| {
-            let meta = CommandMeta::new(
-                &ctx,
-                idempotency_key.0.as_ref(),
-                None,
-                "createQueue".into(),
-                body.0.to_json(),
-            )?;
-            Ok((p, meta))
-        });
+        let parsed = with_meta(
+            Parsed::try_from(&body.0),
+            (&ctx, idempotency_key.0.as_ref(), None),
+            |_| "createQueue".into(),
+            body.0.to_json(),
+        );
         run(
             &state,
             parsed,
@@ -370,16 +406,12 @@ impl CommandsApi {
         #[oai(name = "If-Match")] if_match: Header<Option<IfMatchText>>,
         body: Json<CheckInRequest>,
     ) -> CheckInResponse {
-        let parsed = Parsed::try_from((&queue_id.0, &body.0)).and_then(|p| {
-            let meta = CommandMeta::new(
-                &ctx,
-                idempotency_key.0.as_ref(),
-                if_match.0.as_ref(),
-                format!("checkIn {}", p.queue_id),
-                body.0.to_json(),
-            )?;
-            Ok((p, meta))
-        });
+        let parsed = with_meta(
+            Parsed::try_from((&queue_id.0, &body.0)),
+            (&ctx, idempotency_key.0.as_ref(), if_match.0.as_ref()),
+            |p| format!("checkIn {}", p.queue_id),
+            body.0.to_json(),
+        );
         let patient_id = body.patient_id.trim().to_owned();
         run(
             &state,
@@ -414,16 +446,12 @@ impl CommandsApi {
         #[oai(name = "If-Match")] if_match: Header<Option<IfMatchText>>,
         body: Json<CallNextRequest>,
     ) -> CommandResponse<CalledPatient> {
-        let parsed = Parsed::try_from((&queue_id.0, &body.0)).and_then(|p| {
-            let meta = CommandMeta::new(
-                &ctx,
-                idempotency_key.0.as_ref(),
-                if_match.0.as_ref(),
-                format!("callNext {}", p.queue_id),
-                body.0.to_json(),
-            )?;
-            Ok((p, meta))
-        });
+        let parsed = with_meta(
+            Parsed::try_from((&queue_id.0, &body.0)),
+            (&ctx, idempotency_key.0.as_ref(), if_match.0.as_ref()),
+            |p| format!("callNext {}", p.queue_id),
+            body.0.to_json(),
+        );
         run(
             &state,
             parsed,
@@ -512,17 +540,12 @@ impl CommandsApi {
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<IdempotencyKeyText>>,
         #[oai(name = "If-Match")] if_match: Header<Option<IfMatchText>>,
     ) -> CommandResponse<NoShowResult> {
-        let parsed = Parsed::try_from((&queue_id.0, &patient_id.0, PatientAction::NoShow))
-            .and_then(|p| {
-                let meta = CommandMeta::new(
-                    &ctx,
-                    idempotency_key.0.as_ref(),
-                    if_match.0.as_ref(),
-                    format!("noShow {} {}", p.queue_id, patient_id.0.trim()),
-                    None,
-                )?;
-                Ok((p, meta))
-            });
+        let parsed = patient_parsed(
+            (&ctx, idempotency_key.0.as_ref(), if_match.0.as_ref()),
+            &queue_id,
+            &patient_id,
+            PatientAction::NoShow,
+        );
         run(
             &state,
             parsed,
@@ -548,30 +571,12 @@ impl CommandsApi {
 /// Complete and cancel: the same shape, a [`CommandResult`].
 async fn patient_command(
     state: &AppState,
-    (ctx, key, if_match): (
-        &RequestContext,
-        Option<&IdempotencyKeyText>,
-        Option<&IfMatchText>,
-    ),
+    headers: CommandHeaders<'_>,
     queue_id: &QueueIdText,
     patient_id: &PatientIdText,
     action: PatientAction,
 ) -> CommandResponse<CommandResult> {
-    let operation = match action {
-        PatientAction::Complete => "complete",
-        PatientAction::Cancel => "cancel",
-        PatientAction::NoShow => "noShow",
-    };
-    let parsed = Parsed::try_from((queue_id, patient_id, action)).and_then(|p| {
-        let meta = CommandMeta::new(
-            ctx,
-            key,
-            if_match,
-            format!("{operation} {} {}", p.queue_id, patient_id.trim()),
-            None,
-        )?;
-        Ok((p, meta))
-    });
+    let parsed = patient_parsed(headers, queue_id, patient_id, action);
     run(
         state,
         parsed,

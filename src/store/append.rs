@@ -213,11 +213,17 @@ impl Store {
         T: Serialize + DeserializeOwned,
         F: Fn(&Decided<'_>) -> T,
     {
-        let state = match cached {
+        // The state leaves the cache while the command is in flight and goes back only once
+        // its append is known to have committed (or nothing was decided). This future can be
+        // dropped at any await (a client that hangs up cancels its request): the cache then
+        // stays empty and the next command reloads from the store. Mutating the cached state
+        // in place instead left it ahead of the store when an append was cancelled, and the
+        // next command appended past a missing version (found by the fault suite).
+        let mut state = match cached.take() {
             Some(state) => state,
             None => {
                 let client = self.pool.get().await?;
-                cached.insert(load(&client, stream_id).await?)
+                load(&client, stream_id).await?
             }
         };
         if let Some(condition) = &ctx.if_match
@@ -225,17 +231,18 @@ impl Store {
         {
             // The cache may trail appends of another process: ask the store before refusing.
             let client = self.pool.get().await?;
-            *state = load(&client, stream_id).await?;
+            state = load(&client, stream_id).await?;
             if !condition.matches(state.version) {
-                return Err(StoreError::PreconditionFailed {
-                    actual: state.version,
-                });
+                let actual = state.version;
+                *cached = Some(state);
+                return Err(StoreError::PreconditionFailed { actual });
             }
         }
         let at = now();
         let decided = match state.decide(command, at) {
             Ok(events) => events,
             Err(rejection) => {
+                *cached = Some(state);
                 // Remember the answer, so a retry with the same key gets it again even if the
                 // queue has changed since (the contract: the first response, nothing appended).
                 if let Some(idem) = &ctx.idempotency {
@@ -258,8 +265,7 @@ impl Store {
             }
         };
         let expected = state.version;
-        // The state moves on in place; a failed append below drops it, so the next attempt
-        // reloads it from the store.
+        // The state moves on; it returns to the cache only after a successful append.
         let mut events = Vec::with_capacity(decided.len());
         for event in decided {
             state.apply(&event);
@@ -273,12 +279,12 @@ impl Store {
             });
         }
         let response = respond(&Decided {
-            state,
+            state: &state,
             events: &events,
         });
         let snapshot =
             if expected == 0 || state.version / SNAPSHOT_EVERY != expected / SNAPSHOT_EVERY {
-                Some(serde_json::to_value(&*state).map_err(|e| {
+                Some(serde_json::to_value(&state).map_err(|e| {
                     StoreError::Corrupt(format!("snapshot does not serialise: {e}"))
                 })?)
             } else {
@@ -305,13 +311,14 @@ impl Store {
             _ => {
                 let client = self.pool.get().await?;
                 append(
-                    &client, state, stream_id, &events, ctx, &response, snapshot, at,
+                    &client, &state, stream_id, &events, ctx, &response, snapshot, at,
                 )
                 .await
             }
         };
         match appended {
             Ok(true) => {
+                *cached = Some(state);
                 for e in &events {
                     self.metrics
                         .events_appended
@@ -323,14 +330,9 @@ impl Store {
                     replayed: false,
                 }))
             }
-            Ok(false) => {
-                *cached = None;
-                Ok(Attempt::Stale)
-            }
-            Err(e) => {
-                *cached = None;
-                Err(e)
-            }
+            // The cache stays empty: the next attempt reloads the stream.
+            Ok(false) => Ok(Attempt::Stale),
+            Err(e) => Err(e),
         }
     }
 }

@@ -160,6 +160,14 @@ bash scripts/ops-checks.sh compose || failed+=(compose)
 step "kubernetes manifests"
 bash scripts/ops-checks.sh kubernetes || failed+=(kubernetes)
 
+# The fault-injection suite (tests/faults.rs) restarts its Postgres and RabbitMQ, so it runs
+# last, alone, against a private cluster and node (scripts/faults.sh), FAULT_RUNS times in a
+# row (default 3). Skipped when arguments select some tests only.
+if [[ $# -eq 0 ]]; then
+    step "fault-injection suite, ${FAULT_RUNS:-3} runs in a row (scripts/faults.sh)"
+    bash scripts/faults.sh "${FAULT_RUNS:-3}" 2>&1 | tee -a "$log" || failed+=(faults)
+fi
+
 ((${#failed[@]} == 0)) || echo "test.sh: failed: ${failed[*]}" >&2
 # One closing line over every test binary (unit, integration): "tests: N passed, N failed".
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -155,7 +155,7 @@ struct Process {
 }
 
 impl Process {
-    fn spawn(name: &str, role: &'static str, env: Vec<(String, String)>, logs: &PathBuf) -> Self {
+    fn spawn(name: &str, role: &'static str, env: Vec<(String, String)>, logs: &Path) -> Self {
         let log = logs.join(format!("{name}.log"));
         let child = Self::start(role, &env, &log);
         Self {
@@ -168,7 +168,7 @@ impl Process {
         }
     }
 
-    fn start(role: &str, env: &[(String, String)], log: &PathBuf) -> Child {
+    fn start(role: &str, env: &[(String, String)], log: &Path) -> Child {
         let out = File::options()
             .create(true)
             .append(true)

@@ -25,4 +25,5 @@ mod pipeline;
 mod projector;
 mod rebuild;
 mod relay;
+mod retention;
 mod roles;

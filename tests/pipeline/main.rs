@@ -27,3 +27,4 @@ mod rebuild;
 mod relay;
 mod retention;
 mod roles;
+mod shutdown;

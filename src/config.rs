@@ -151,9 +151,7 @@ impl FromStr for Ttl {
         match humantime::parse_duration(s.trim()) {
             Ok(d) if !d.is_zero() => Ok(Self(d)),
             Ok(_) => Err(format!("invalid duration {s:?}: must be more than zero")),
-            Err(e) => Err(format!(
-                "invalid duration {s:?}: {e} (e.g. 24h, 30m, 90s)"
-            )),
+            Err(e) => Err(format!("invalid duration {s:?}: {e} (e.g. 24h, 30m, 90s)")),
         }
     }
 }

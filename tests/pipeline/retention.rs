@@ -111,13 +111,10 @@ async fn purging_deletes_expired_records_in_batches_and_keeps_fresh_ones() {
         .await
         .expect("a batch runs");
     assert_eq!(one, retention::BATCH as u64);
-    let rest = retention::purge_expired(
-        &app.pool,
-        retention::DEFAULT_TTL,
-        &CancellationToken::new(),
-    )
-    .await
-    .expect("the purge runs");
+    let rest =
+        retention::purge_expired(&app.pool, retention::DEFAULT_TTL, &CancellationToken::new())
+            .await
+            .expect("the purge runs");
     assert_eq!(one + rest, expired as u64, "every expired record, once");
     assert_eq!(records(&app, "old").await, 0);
     assert_eq!(records(&app, "fresh").await, 20, "fresh records stay");
@@ -175,7 +172,12 @@ async fn the_api_role_deletes_expired_records_in_the_background_and_counts_them(
         || async { records(&app, "bg").await == 0 },
     )
     .await;
-    let metrics = app.get("/metrics").await.text().await.expect("metrics text");
+    let metrics = app
+        .get("/metrics")
+        .await
+        .text()
+        .await
+        .expect("metrics text");
     let removed: f64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("waitroom_idempotency_keys_expired_total "))

@@ -43,7 +43,10 @@ impl Logins {
             app: format!("waitroom_t_app_{id}"),
         };
         let admin = connect(&format!("{}/postgres", pg_base())).await;
-        for (login, group) in [(&logins.owner, "waitroom_owner"), (&logins.app, "waitroom_app")] {
+        for (login, group) in [
+            (&logins.owner, "waitroom_owner"),
+            (&logins.app, "waitroom_app"),
+        ] {
             admin
                 .batch_execute(&format!("CREATE ROLE {login} LOGIN IN ROLE {group}"))
                 .await
@@ -127,7 +130,10 @@ async fn the_app_role_runs_the_pipeline_and_rebuilds_but_cannot_change_events_or
         .expect("request is sent");
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
     let r = app
-        .post("/api/queues/least/call-next", json!({"consultingRoom": "Room 2"}))
+        .post(
+            "/api/queues/least/call-next",
+            json!({"consultingRoom": "Room 2"}),
+        )
         .await;
     assert_eq!(r.status(), 200);
     let r = app
@@ -163,7 +169,11 @@ async fn the_app_role_runs_the_pipeline_and_rebuilds_but_cannot_change_events_or
     assert_denied(&client, "DELETE FROM waiting_room_events").await;
     assert_denied(&client, "TRUNCATE waiting_room_events").await;
     assert_denied(&client, "CREATE TABLE mallory (id int)").await;
-    assert_denied(&client, "ALTER TABLE waiting_room_events DISABLE TRIGGER ALL").await;
+    assert_denied(
+        &client,
+        "ALTER TABLE waiting_room_events DISABLE TRIGGER ALL",
+    )
+    .await;
     assert_denied(&client, "DELETE FROM refinery_schema_history").await;
     let events: i64 = client
         .query_one("SELECT count(*) FROM waiting_room_events", &[])
@@ -216,7 +226,10 @@ async fn migrations_are_the_owners_and_an_app_user_meeting_one_gets_one_line_and
     );
     let client = connect(&db.database_url()).await;
     let not_owned: String = client.query_one(NOT_OWNED, &[]).await.unwrap().get(0);
-    assert_eq!(not_owned, "", "objects belong to waitroom_owner, not the login");
+    assert_eq!(
+        not_owned, "",
+        "objects belong to waitroom_owner, not the login"
+    );
 
     // Everything applied: the app user starts (no DDL, not even refinery's).
     let out = migrate_as(&app_url).await;

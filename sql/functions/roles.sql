@@ -137,6 +137,15 @@ BEGIN
 END
 $$;
 
+COMMENT ON FUNCTION waitroom_create_roles() IS
+    'Creates the NOLOGIN group roles waitroom_owner and waitroom_app when missing and allowed '
+    '(race-safe); true when both exist.';
+COMMENT ON FUNCTION waitroom_own_schema() IS
+    'Makes waitroom_owner the owner of every table, view, sequence and function of the schema '
+    'that the current user may give away; returns how many it moved.';
+COMMENT ON FUNCTION waitroom_grant_app() IS
+    'Grants waitroom_app its runtime privileges: events SELECT and INSERT only, the working '
+    'tables'' rows, the views; no DDL.';
 COMMENT ON FUNCTION waitroom_setup_roles() IS
     'Creates waitroom_owner and waitroom_app when missing (and allowed), gives the schema''s '
     'objects to waitroom_owner and grants waitroom_app its runtime privileges. Idempotent.';

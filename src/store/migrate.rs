@@ -105,6 +105,8 @@ pub async fn run(db: &DbConfig) -> Result<usize, ConnectError> {
     let applied = result.map_err(setup)?;
     if applied > 0 {
         tracing::info!(applied, "applied migrations");
+    } else {
+        tracing::info!("migrations: the schema is up to date");
     }
     Ok(applied)
 }

@@ -280,3 +280,85 @@ async fn migrations_are_the_owners_and_an_app_user_meeting_one_gets_one_line_and
     drop(dev);
     drop(logins);
 }
+
+/// Throwaway cluster roles, dropped at drop.
+struct DropRoles(Vec<String>);
+
+impl Drop for DropRoles {
+    fn drop(&mut self) {
+        let roles = std::mem::take(&mut self.0);
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                let admin = connect(&format!("{}/postgres", pg_base())).await;
+                for role in roles {
+                    let _ = admin
+                        .batch_execute(&format!("DROP ROLE IF EXISTS {role}"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+#[tokio::test]
+async fn many_first_migrates_at_once_create_each_role_once_without_an_error() {
+    // The real function from roles.sql, creating roles of this test's own names (the
+    // cluster's waitroom roles exist already), called by ten sessions at once.
+    let file = include_str!("../../sql/functions/roles.sql");
+    let start = file
+        .find("CREATE OR REPLACE FUNCTION waitroom_create_roles()")
+        .expect("the function is in roles.sql");
+    let end = start + file[start..].find("\n$$;").expect("its end") + "\n$$;".len();
+    let id = &uuid::Uuid::new_v4().simple().to_string()[..12];
+    let (owner, app) = (format!("wr_race_owner_{id}"), format!("wr_race_app_{id}"));
+    let _cleanup = DropRoles(vec![owner.clone(), app.clone()]);
+    let function = file[start..end]
+        .replace("waitroom_owner", &owner)
+        .replace("waitroom_app", &app);
+    let settings = isolated_settings();
+    let app_db = TestApp::spawn_with(settings, Roles::PROJECTOR).await;
+    let client = app_db.pool.get().await.expect("pool connection");
+    client
+        .batch_execute(&function.replace("waitroom_create_roles", "race_create_roles"))
+        .await
+        .expect("function created");
+    // Each session keeps its transaction open a moment after creating (as a migration
+    // does): the others do not see its role yet, try to create it too, wait on
+    // pg_authid's unique index and fail with unique_violation once it commits. Without
+    // that handler this test fails with "duplicate key value violates unique constraint".
+    let clients =
+        futures_util::future::join_all((0..8).map(|_| connect(&app_db.settings.database_url)))
+            .await;
+    let sessions = futures_util::future::join_all(clients.iter().map(|client| async move {
+        client.batch_execute("BEGIN").await?;
+        let both: bool = client
+            .query_one("SELECT race_create_roles()", &[])
+            .await?
+            .get(0);
+        client.batch_execute("SELECT pg_sleep(0.5); COMMIT").await?;
+        Ok::<_, tokio_postgres::Error>(both)
+    }))
+    .await;
+    for (i, result) in sessions.into_iter().enumerate() {
+        match result {
+            Ok(both) => assert!(both, "session {i}: both roles exist afterwards"),
+            Err(e) => panic!("session {i} failed: {e:?}"),
+        }
+    }
+    let roles: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_roles WHERE rolname IN ($1, $2)",
+            &[&owner, &app],
+        )
+        .await
+        .expect("query runs")
+        .get(0);
+    assert_eq!(roles, 2);
+}

@@ -150,7 +150,8 @@ impl Application {
         metrics.pools.register("store", pool.clone());
         Ok(Self {
             roles,
-            store: Store::new(pool, metrics.clone()),
+            store: Store::new(pool, metrics.clone())
+                .with_idempotency_ttl(settings.idempotency_ttl.get()),
             db,
             settings,
             names,
@@ -256,6 +257,9 @@ impl Application {
             });
         }
         if let Some(listener) = self.listener {
+            // Idempotency-Keys past IDEMPOTENCY_TTL, deleted by every API process (they
+            // share the work: SKIP LOCKED).
+            tasks.spawn(store::retention::run(self.store.clone(), shutdown.clone()));
             // One database listener for every open board page of this process.
             let feed = Feed::new();
             tasks.spawn(feed.clone().run(self.db.clone(), shutdown.clone()));

@@ -122,6 +122,44 @@ pub struct Settings {
         global = true
     )]
     pub board_names: BoardNames,
+    /// How long an `Idempotency-Key` is honoured and kept (`24h`, `30m`, `90s`): a retry
+    /// after that is a new request; the API deletes expired records in the background.
+    #[arg(long, env = "IDEMPOTENCY_TTL", default_value = "24h", global = true)]
+    pub idempotency_ttl: Ttl,
+}
+
+/// A positive duration in humantime syntax (`24h`, `30m`, `1h 30m`, `500ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ttl(std::time::Duration);
+
+impl Ttl {
+    /// A TTL of `duration` (callers keep it positive).
+    pub fn new(duration: std::time::Duration) -> Self {
+        Self(duration)
+    }
+
+    /// The duration.
+    pub fn get(self) -> std::time::Duration {
+        self.0
+    }
+}
+
+impl FromStr for Ttl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match humantime::parse_duration(s.trim()) {
+            Ok(d) if !d.is_zero() => Ok(Self(d)),
+            Ok(_) => Err(format!("invalid duration {s:?}: must be more than zero")),
+            Err(e) => Err(format!("invalid duration {s:?}: {e} (e.g. 24h, 30m, 90s)")),
+        }
+    }
+}
+
+impl fmt::Display for Ttl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        humantime::format_duration(self.0).fmt(f)
+    }
 }
 
 /// How the live board shows patient names (`BOARD_NAMES`).
@@ -218,5 +256,31 @@ impl fmt::Debug for Secret {
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("********")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ttl_reads_humantime_and_must_be_positive() {
+        let day = "24h".parse::<Ttl>().expect("24h parses");
+        assert_eq!(day.get(), std::time::Duration::from_secs(86_400));
+        assert_eq!(day.to_string(), "1day");
+        assert_eq!(
+            " 30m ".parse::<Ttl>().map(Ttl::get),
+            Ok(std::time::Duration::from_secs(1800))
+        );
+        assert!("0s".parse::<Ttl>().unwrap_err().contains("more than zero"));
+        assert!("soon".parse::<Ttl>().unwrap_err().contains("e.g. 24h"));
+    }
+
+    #[test]
+    fn idempotency_keys_live_a_day_by_default() {
+        assert_eq!(
+            Settings::defaults().idempotency_ttl.get(),
+            crate::store::retention::DEFAULT_TTL
+        );
     }
 }

@@ -360,6 +360,11 @@ pub fn config_entries(settings: &Settings) -> Vec<(&'static str, Option<String>,
             Some(settings.board_names.to_string()),
             "BOARD_NAMES",
         ),
+        (
+            "idempotency_ttl",
+            Some(settings.idempotency_ttl.to_string()),
+            "IDEMPOTENCY_TTL",
+        ),
     ]
 }
 

@@ -90,8 +90,15 @@ pub const SNAPSHOT_EVERY: i64 = 256;
 const REMEMBER_REJECTION: &str = "INSERT INTO idempotency_keys (idempotency_key, request, stream_id, response) \
      VALUES ($1, $2, $3, $4) ON CONFLICT (idempotency_key) DO NOTHING RETURNING 1";
 
-const FIND_IDEMPOTENT: &str =
-    "SELECT request, response FROM idempotency_keys WHERE idempotency_key = $1";
+/// A key's record and whether it is older than the TTL (`$2` seconds; NULL: never). By
+/// the primary key.
+const FIND_IDEMPOTENT: &str = "SELECT request, response, \
+     coalesce(created_at < clock_timestamp() - $2::float8 * interval '1 second', false) \
+     FROM idempotency_keys WHERE idempotency_key = $1";
+/// Removes a key's expired record, so that the request using it again appends (and can
+/// store its own record under the key).
+const FORGET_EXPIRED: &str = "DELETE FROM idempotency_keys WHERE idempotency_key = $1 \
+     AND created_at < clock_timestamp() - $2::float8 * interval '1 second'";
 
 /// One statement, one transaction: the events, a snapshot of the stream when `$12` is set,
 /// and the idempotency record. The event row is the outbox: the relay reads it behind its
@@ -155,9 +162,12 @@ impl Store {
         T: Serialize + DeserializeOwned,
         F: Fn(&Decided<'_>) -> T,
     {
+        // A key older than the TTL is not honoured, even before the retention job has
+        // deleted it: the retry is a new request.
+        let ttl = Some(self.idempotency_ttl.as_secs_f64());
         if let Some(idem) = &ctx.idempotency {
             let client = self.pool.get().await?;
-            if let Some(done) = find_idempotent(&client, idem).await? {
+            if let Some(done) = find_idempotent(&client, idem, ttl).await? {
                 return Ok(done);
             }
         }
@@ -166,7 +176,7 @@ impl Store {
         if let Some(idem) = &ctx.idempotency {
             // A request with the same key may have finished while we waited for the slot.
             let client = self.pool.get().await?;
-            if let Some(done) = find_idempotent(&client, idem).await? {
+            if let Some(done) = find_idempotent(&client, idem, ttl).await? {
                 return Ok(done);
             }
         }
@@ -191,7 +201,8 @@ impl Store {
                     // as it did (its response, or its rejection).
                     let idem = ctx.idempotency.as_ref().ok_or(StoreError::Database(e))?;
                     let client = self.pool.get().await?;
-                    return find_idempotent(&client, idem)
+                    // It has just been stored: no TTL applies to the answer.
+                    return find_idempotent(&client, idem, None)
                         .await?
                         .ok_or_else(|| StoreError::Corrupt("idempotency key vanished".into()));
                 }
@@ -256,7 +267,7 @@ impl Store {
                         .await?;
                     if inserted.is_none() {
                         // Another process stored an answer for this key first.
-                        if let Some(done) = find_idempotent(&client, idem).await? {
+                        if let Some(done) = find_idempotent(&client, idem, None).await? {
                             return Ok(Attempt::Done(done));
                         }
                     }
@@ -425,17 +436,29 @@ async fn load(
     Ok(state)
 }
 
+/// The stored answer for `idem`'s key. With `ttl_seconds`, a record older than that counts
+/// as absent and is deleted.
 async fn find_idempotent<T, C>(
     client: &C,
     idem: &IdempotencyRequest,
+    ttl_seconds: Option<f64>,
 ) -> Result<Option<Executed<T>>, StoreError>
 where
     T: DeserializeOwned,
     C: deadpool_postgres::GenericClient,
 {
-    let Some(row) = client.query_opt(FIND_IDEMPOTENT, &[&idem.key]).await? else {
+    let Some(row) = client
+        .query_opt(FIND_IDEMPOTENT, &[&idem.key, &ttl_seconds])
+        .await?
+    else {
         return Ok(None);
     };
+    if row.get::<_, bool>(2) {
+        client
+            .execute(FORGET_EXPIRED, &[&idem.key, &ttl_seconds])
+            .await?;
+        return Ok(None);
+    }
     let request: serde_json::Value = row.get(0);
     if request != idem.request {
         return Err(StoreError::IdempotencyKeyReused(idem.key.clone()));

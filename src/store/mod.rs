@@ -9,6 +9,7 @@ pub mod db;
 mod error;
 mod events;
 pub mod migrate;
+pub mod retention;
 
 use std::sync::Arc;
 
@@ -32,17 +33,31 @@ pub struct Store {
     streams: Arc<StreamCache>,
     /// Started on the first append, on the runtime that makes it.
     appender: Arc<std::sync::OnceLock<batch::Appender>>,
+    /// How long an Idempotency-Key is honoured (`IDEMPOTENCY_TTL`).
+    idempotency_ttl: std::time::Duration,
 }
 
 impl Store {
-    /// Wraps a pool.
+    /// Wraps a pool; Idempotency-Keys are honoured for [`retention::DEFAULT_TTL`].
     pub fn new(pool: Pool, metrics: Arc<Metrics>) -> Self {
         Self {
             pool,
             metrics,
             streams: Arc::default(),
             appender: Arc::default(),
+            idempotency_ttl: retention::DEFAULT_TTL,
         }
+    }
+
+    /// The same store honouring Idempotency-Keys for `ttl`.
+    pub fn with_idempotency_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.idempotency_ttl = ttl;
+        self
+    }
+
+    /// How long an Idempotency-Key is honoured.
+    pub fn idempotency_ttl(&self) -> std::time::Duration {
+        self.idempotency_ttl
     }
 
     fn appender(&self) -> &batch::Appender {

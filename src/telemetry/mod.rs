@@ -114,6 +114,8 @@ pub struct Metrics {
     pub events_projected: Family<ProjectionLabel, Counter>,
     pub projection_failures: Family<ProjectionLabel, Counter>,
     pub conflict_retries: Counter,
+    /// Idempotency-Key records deleted by the retention job after `IDEMPOTENCY_TTL`.
+    pub idempotency_keys_expired: Counter,
     pub event_lag: Histogram,
     pub outbox_dispatch: Histogram,
     pub outbox_pending: Gauge,
@@ -157,6 +159,7 @@ impl Metrics {
             events_projected: Family::default(),
             projection_failures: Family::default(),
             conflict_retries: Counter::default(),
+            idempotency_keys_expired: Counter::default(),
             event_lag: latency_histogram(),
             outbox_dispatch: latency_histogram(),
             outbox_pending: Gauge::default(),
@@ -202,6 +205,11 @@ impl Metrics {
             "command_conflict_retries",
             "Commands re-decided after a concurrent append",
             m.conflict_retries.clone(),
+        );
+        registry.register(
+            "idempotency_keys_expired",
+            "Idempotency-Key records deleted after IDEMPOTENCY_TTL",
+            m.idempotency_keys_expired.clone(),
         );
         registry.register(
             "event_lag_seconds",

@@ -27,6 +27,7 @@ pub(crate) fn waitroom(args: &[&str]) -> Command {
         "BROKER_SUFFIX",
         "DATABASE_POOL_SIZE",
         "BOARD_NAMES",
+        "IDEMPOTENCY_TTL",
         "RUST_BACKTRACE",
     ] {
         cmd.env_remove(var);

@@ -25,4 +25,7 @@ mod pipeline;
 mod projector;
 mod rebuild;
 mod relay;
+mod retention;
+mod roles;
+mod shutdown;
 mod store_cancel;

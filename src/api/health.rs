@@ -45,7 +45,7 @@ pub async fn refresh(state: &AppState) {
             .query_one(RELAY_LEADER_EXISTS, &[&LEADER_LOCK.0, &LEADER_LOCK.1])
             .await?;
         let oldest = client.query_one(OLDEST_TRANSACTION_AGE, &[]).await?;
-        Ok::<_, crate::lag::LagError>((leader.get::<_, bool>(0), oldest.get::<_, f64>(0)))
+        Ok::<_, crate::store::DbError>((leader.get::<_, bool>(0), oldest.get::<_, f64>(0)))
     });
     let (backlog, health, database) = tokio::join!(backlog, health, database);
     if let Ok(b) = backlog {

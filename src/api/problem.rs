@@ -6,8 +6,8 @@ use poem_openapi::Object;
 use poem_openapi::payload::Json;
 
 use crate::domain::{Rejection, ValidationError};
-use crate::lag::LagError;
 use crate::projector::ProjectorError;
+use crate::store::DbError;
 use crate::store::StoreError;
 
 /// Base URI of problem types; the last segment is the slug (`queue-full`, …).
@@ -167,8 +167,8 @@ impl Problem {
     }
 }
 
-impl From<LagError> for Problem {
-    fn from(e: LagError) -> Self {
+impl From<DbError> for Problem {
+    fn from(e: DbError) -> Self {
         Self::unavailable("the database", &e)
     }
 }

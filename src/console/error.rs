@@ -96,11 +96,11 @@ impl From<deadpool_postgres::PoolError> for ConsoleError {
     }
 }
 
-impl From<crate::lag::LagError> for ConsoleError {
-    fn from(error: crate::lag::LagError) -> Self {
+impl From<crate::store::DbError> for ConsoleError {
+    fn from(error: crate::store::DbError) -> Self {
         match error {
-            crate::lag::LagError::Database(e) => Self::database(&e),
-            crate::lag::LagError::Pool(e) => e.into(),
+            crate::store::DbError::Query(e) => Self::database(&e),
+            crate::store::DbError::Pool(e) => e.into(),
         }
     }
 }
@@ -108,8 +108,7 @@ impl From<crate::lag::LagError> for ConsoleError {
 impl From<crate::projector::ProjectorError> for ConsoleError {
     fn from(error: crate::projector::ProjectorError) -> Self {
         match error {
-            crate::projector::ProjectorError::Database(e) => Self::database(&e),
-            crate::projector::ProjectorError::Pool(e) => e.into(),
+            crate::projector::ProjectorError::Db(e) => e.into(),
             other => Self::unavailable(other),
         }
     }

@@ -7,14 +7,7 @@ use deadpool_postgres::Pool;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-/// Lag query failures (always infrastructure).
-#[derive(Debug, thiserror::Error)]
-pub enum LagError {
-    #[error("database: {}", crate::store::describe(.0))]
-    Database(#[from] tokio_postgres::Error),
-    #[error("database pool: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
-}
+use crate::store::DbError;
 
 /// End-to-end lag statistics (ms) of processed events.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -61,7 +54,7 @@ fn report(rows: &[Row]) -> LagReport {
 }
 
 /// Statistics over events created in the last `window_seconds`.
-pub async fn statistics(pool: &Pool, window_seconds: f64) -> Result<LagReport, LagError> {
+pub async fn statistics(pool: &Pool, window_seconds: f64) -> Result<LagReport, DbError> {
     statistics_query(
         pool,
         "SELECT * FROM lag_statistics(make_interval(secs => $1))",
@@ -72,7 +65,7 @@ pub async fn statistics(pool: &Pool, window_seconds: f64) -> Result<LagReport, L
 
 /// Statistics over events created within `window`, in Postgres interval syntax
 /// (`15 minutes`, `1 hour`); Postgres rejects a malformed one (SQLSTATE 22007).
-pub async fn statistics_over(pool: &Pool, window: &str) -> Result<LagReport, LagError> {
+pub async fn statistics_over(pool: &Pool, window: &str) -> Result<LagReport, DbError> {
     statistics_query(
         pool,
         "SELECT * FROM lag_statistics($1::text::interval)",
@@ -86,7 +79,7 @@ async fn statistics_query(
     pool: &Pool,
     sql: &str,
     window: &(dyn tokio_postgres::types::ToSql + Sync),
-) -> Result<LagReport, LagError> {
+) -> Result<LagReport, DbError> {
     let client = pool.get().await?;
     let rows = client.query(sql, &[window]).await?;
     Ok(report(&rows))
@@ -131,7 +124,7 @@ fn lifecycle(r: &Row, failure_reason: Option<String>) -> Lifecycle {
 }
 
 /// The `limit` events with the largest end-to-end lag, slowest first.
-pub async fn slowest(pool: &Pool, limit: i32) -> Result<Vec<Lifecycle>, LagError> {
+pub async fn slowest(pool: &Pool, limit: i32) -> Result<Vec<Lifecycle>, DbError> {
     let client = pool.get().await?;
     let rows = client
         .query(
@@ -143,7 +136,7 @@ pub async fn slowest(pool: &Pool, limit: i32) -> Result<Vec<Lifecycle>, LagError
 }
 
 /// One event's lifecycle, or `None` when no such event exists.
-pub async fn event(pool: &Pool, event_id: Uuid) -> Result<Option<Lifecycle>, LagError> {
+pub async fn event(pool: &Pool, event_id: Uuid) -> Result<Option<Lifecycle>, DbError> {
     let client = pool.get().await?;
     let row = client
         .query_opt(
@@ -166,7 +159,7 @@ pub struct OutboxBacklog {
 }
 
 /// Reads `outbox_pending`.
-pub async fn outbox_backlog(pool: &Pool) -> Result<OutboxBacklog, LagError> {
+pub async fn outbox_backlog(pool: &Pool) -> Result<OutboxBacklog, DbError> {
     let client = pool.get().await?;
     let r = client
         .query_one(
@@ -182,7 +175,7 @@ pub async fn outbox_backlog(pool: &Pool) -> Result<OutboxBacklog, LagError> {
 }
 
 /// The most recent publish refusal still on record: its error and when it happened.
-pub async fn last_refusal(pool: &Pool) -> Result<Option<(String, DateTime<Utc>)>, LagError> {
+pub async fn last_refusal(pool: &Pool) -> Result<Option<(String, DateTime<Utc>)>, DbError> {
     let client = pool.get().await?;
     let row = client
         .query_opt(

@@ -45,10 +45,8 @@ pub enum ProjectorError {
     BrokerUnreachable(#[from] BrokerUnreachable),
     #[error("rabbitmq: {0}")]
     Broker(#[from] lapin::Error),
-    #[error("database: {}", crate::store::describe(.0))]
-    Database(#[from] tokio_postgres::Error),
-    #[error("database pool: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
+    #[error(transparent)]
+    Db(#[from] crate::store::DbError),
     #[error("the RabbitMQ consumer was cancelled or its channel closed")]
     ConsumerEnded,
     #[error("unknown projection {0:?}")]
@@ -56,6 +54,8 @@ pub enum ProjectorError {
     #[error("a rebuild of {0:?} is already running")]
     RebuildRunning(String),
 }
+
+crate::store::from_db_errors!(ProjectorError);
 
 /// The projector role.
 pub struct Projector {

@@ -49,8 +49,8 @@ pub enum RelayError {
     BrokerUnreachable(#[from] BrokerUnreachable),
     #[error("rabbitmq: {0}")]
     Broker(#[from] lapin::Error),
-    #[error("database: {}", crate::store::describe(.0))]
-    Database(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Db(#[from] crate::store::DbError),
     #[error("cannot encode envelope: {0}")]
     Encode(String),
     #[error(
@@ -58,6 +58,8 @@ pub enum RelayError {
     )]
     Refused(usize),
 }
+
+crate::store::from_db_errors!(RelayError);
 
 /// The active relay's state: its connection (leader lock, LISTEN), its cursor, and the
 /// events it saw refused (whose `last_error` it clears once they are published).

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::batch::Row;
-use super::error::unique_violation;
+use super::error::{DbError, unique_violation};
 use super::{Store, StoreError};
 use crate::domain::{Command, Event, QueueState, Rejection, SCHEMA_VERSION};
 
@@ -194,12 +194,12 @@ impl Store {
                         "stream moved on; reloading and re-deciding"
                     );
                 }
-                Err(StoreError::Database(e))
+                Err(StoreError::Db(DbError::Query(e)))
                     if unique_violation(Some(&e)) == Some("idempotency_keys_pkey") =>
                 {
                     // A concurrent request with the same key (in another process) won; answer
                     // as it did (its response, or its rejection).
-                    let idem = ctx.idempotency.as_ref().ok_or(StoreError::Database(e))?;
+                    let idem = ctx.idempotency.as_ref().ok_or(StoreError::from(e))?;
                     let client = self.pool.get().await?;
                     // It has just been stored: no TTL applies to the answer.
                     return find_idempotent(&client, idem, None)

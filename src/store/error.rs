@@ -2,6 +2,47 @@
 
 use crate::domain::{Rejection, ValidationError};
 
+/// A failure of Postgres or of the connection pool: the one database error of every stage
+/// (store, relay, projector, lag queries). Its message always carries Postgres's own message
+/// and SQLSTATE; tokio-postgres's and deadpool's own Display say only "db error".
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// A statement failed, or the connection broke.
+    #[error("database: {}", describe(.0))]
+    Query(#[from] tokio_postgres::Error),
+    /// No pooled connection could be had.
+    #[error("database pool: {}", describe_pool(.0))]
+    Pool(#[from] deadpool_postgres::PoolError),
+}
+
+impl DbError {
+    /// The tokio-postgres error underneath, if any.
+    pub fn as_postgres(&self) -> Option<&tokio_postgres::Error> {
+        match self {
+            Self::Query(e) | Self::Pool(deadpool_postgres::PoolError::Backend(e)) => Some(e),
+            Self::Pool(_) => None,
+        }
+    }
+}
+
+/// Implements `From` a tokio-postgres error and a pool error for an error type with a
+/// `Db(DbError)` variant, so `?` works on both.
+macro_rules! from_db_errors {
+    ($error:ty) => {
+        impl From<tokio_postgres::Error> for $error {
+            fn from(e: tokio_postgres::Error) -> Self {
+                Self::Db(e.into())
+            }
+        }
+        impl From<deadpool_postgres::PoolError> for $error {
+            fn from(e: deadpool_postgres::PoolError) -> Self {
+                Self::Db(e.into())
+            }
+        }
+    };
+}
+pub(crate) use from_db_errors;
+
 /// What can go wrong while executing a command or reading the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -21,12 +62,9 @@ pub enum StoreError {
     /// Concurrent writers kept winning the race for this stream past the retry bound.
     #[error("stream {0} stayed contended after {1} attempts")]
     Contended(String, u32),
-    /// Postgres failed or is unreachable.
-    #[error("database: {}", describe(.0))]
-    Database(#[from] tokio_postgres::Error),
-    /// No pooled connection could be had.
-    #[error("database pool: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
+    /// Postgres failed or is unreachable, or no pooled connection could be had.
+    #[error(transparent)]
+    Db(#[from] DbError),
     /// A stored row could not be read back (a bug or a manual edit).
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
@@ -43,7 +81,7 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             Self::Shared(e) => e.is_unavailable(),
-            Self::Database(_) | Self::Pool(_) | Self::Contended(..) | Self::Stopped => true,
+            Self::Db(_) | Self::Contended(..) | Self::Stopped => true,
             _ => false,
         }
     }
@@ -55,12 +93,14 @@ impl StoreError {
 
     fn as_db(&self) -> Option<&tokio_postgres::Error> {
         match self {
-            Self::Database(e) => Some(e),
+            Self::Db(e) => e.as_postgres(),
             Self::Shared(e) => e.as_db(),
             _ => None,
         }
     }
 }
+
+from_db_errors!(StoreError);
 
 /// The constraint of a unique violation (SQLSTATE 23505), if `error` is one.
 pub fn unique_violation(error: Option<&tokio_postgres::Error>) -> Option<&str> {
@@ -68,6 +108,17 @@ pub fn unique_violation(error: Option<&tokio_postgres::Error>) -> Option<&str> {
     (db.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
         .then(|| db.constraint())
         .flatten()
+}
+
+/// A pool error with the server's message when Postgres refused the connection.
+pub fn describe_pool(error: &deadpool_postgres::PoolError) -> String {
+    match error {
+        deadpool_postgres::PoolError::Backend(e) => describe(e),
+        deadpool_postgres::PoolError::Timeout(kind) => {
+            format!("no connection within the pool's timeout ({kind:?})")
+        }
+        other => other.to_string(),
+    }
 }
 
 /// A tokio-postgres error with the server's message (its Display alone says only "db error").

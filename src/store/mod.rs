@@ -20,7 +20,8 @@ pub use append::{
 };
 pub use cache::StreamCache;
 pub use db::{ConnectError, DbConfig};
-pub use error::{StoreError, describe, unique_violation};
+pub(crate) use error::from_db_errors;
+pub use error::{DbError, StoreError, describe, describe_pool, unique_violation};
 pub use events::{ENVELOPE_COLUMNS, Envelope};
 
 use crate::telemetry::Metrics;

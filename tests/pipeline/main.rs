@@ -16,6 +16,7 @@ mod cli;
 mod cli_commands;
 mod cli_errors;
 mod console;
+mod db_errors;
 mod helpers;
 mod idempotency;
 mod lag;

@@ -25,3 +25,4 @@ mod pipeline;
 mod projector;
 mod rebuild;
 mod relay;
+mod relay_failures;

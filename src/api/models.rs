@@ -709,14 +709,14 @@ pub struct OldestTransaction {
 
 /// Readiness: `ready` when no dependency is down, else `not_ready`. The `transactions`
 /// check is a `warning` (still 200) while a transaction has held a transaction id for 60 s
-/// or more.
+/// or more; `oldestTransaction` describes the oldest one, when there is one (and Postgres
+/// lets this role see it: other roles' sessions need `pg_read_all_stats`).
 #[derive(Debug, Clone, Object)]
 #[oai(rename_all = "camelCase", example)]
 pub struct Readiness {
     pub status: ReadinessStatus,
     pub checks: Vec<DependencyCheck>,
-    /// The oldest transaction holding a transaction id, when there is one (and Postgres
-    /// lets this role see it: other roles' sessions need `pg_read_all_stats`).
+    // No doc comment here: it would make the spec wrap the reference in `allOf`.
     #[oai(skip_serializing_if_is_none)]
     pub oldest_transaction: Option<OldestTransaction>,
 }

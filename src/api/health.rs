@@ -6,7 +6,7 @@ use poem::web::Data;
 use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, OpenApi};
 
-use super::models::{DependencyCheck, Liveness, Readiness};
+use super::models::{DependencyCheck, Liveness, OldestTransaction, Readiness};
 use super::types::{DependencyStatus, LivenessStatus, ReadinessStatus};
 use super::{ApiTags, AppState};
 use crate::broker;
@@ -17,13 +17,90 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 const RELAY_LEADER_EXISTS: &str = "SELECT advisory_lock_held($1, $2)";
 
-/// The oldest transaction that holds an xid anywhere on the cluster (this session aside):
-/// pg_current_snapshot() lists it in flight, so an idle relay waits it out before it sleeps
-/// (src/relay/listener.rs). Other users' sessions show only to superusers and members of
-/// pg_read_all_stats.
-const OLDEST_TRANSACTION_AGE: &str = "SELECT coalesce(extract(epoch FROM clock_timestamp() \
-     - min(xact_start)), 0)::float8 FROM pg_stat_activity \
-     WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()";
+/// The oldest transaction that holds an xid anywhere on the cluster (this session aside),
+/// prepared transactions included: pg_current_snapshot() lists it in flight, so an idle
+/// relay waits it out before it sleeps (src/relay/listener.rs). Transactions without an
+/// xid (read-only ones) do not hold the relay back and are not counted. Other users'
+/// sessions show only to superusers and members of pg_read_all_stats.
+const OLDEST_TRANSACTION: &str = "\
+SELECT extract(epoch FROM clock_timestamp() - t.started)::float8, t.pid, t.datname,
+       t.application_name, t.state
+  FROM (SELECT xact_start AS started, pid, datname::text, application_name, state
+          FROM pg_stat_activity
+         WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+        UNION ALL
+        SELECT prepared, NULL, database::text, 'prepared transaction ' || gid, 'prepared'
+          FROM pg_prepared_xacts) t
+ ORDER BY t.started
+ LIMIT 1";
+
+/// From this age on, the oldest transaction holding an xid makes readiness report a
+/// `warning` (still 200). The `WaitroomCommitSafeBarrierHeldBack` alert uses the same age.
+pub const TRANSACTION_WARNING: Duration = Duration::from_secs(60);
+
+/// The oldest transaction holding an xid on the cluster, if any.
+async fn oldest_transaction(
+    client: &tokio_postgres::Client,
+) -> Result<Option<OldestTransaction>, tokio_postgres::Error> {
+    Ok(client
+        .query_opt(OLDEST_TRANSACTION, &[])
+        .await?
+        .map(|r| OldestTransaction {
+            age_seconds: r.get::<_, Option<f64>>(0).unwrap_or(0.0),
+            pid: r.get(1),
+            database: r.get(2),
+            application_name: r.get(3),
+            state: r.get(4),
+        }))
+}
+
+/// The readiness check for `oldest`: `warning` from `warn_after` on, `up` below it.
+fn transaction_check(
+    oldest: &Result<Option<OldestTransaction>, String>,
+    warn_after: Duration,
+) -> DependencyCheck {
+    let (status, detail) = match oldest {
+        Ok(None) => (
+            DependencyStatus::Up,
+            "no transaction holds a transaction id".to_owned(),
+        ),
+        Ok(Some(t)) => {
+            let who = format!(
+                "pid {}, database {}, application {}, {}",
+                t.pid
+                    .map_or("none (prepared)".to_owned(), |p| p.to_string()),
+                t.database.as_deref().unwrap_or("?"),
+                t.application_name.as_deref().unwrap_or("?"),
+                t.state.as_deref().unwrap_or("?"),
+            );
+            if t.age_seconds >= warn_after.as_secs_f64() {
+                (
+                    DependencyStatus::Warning,
+                    format!(
+                        "a transaction has held a transaction id for {:.0} s ({who}): the relay \
+                         cannot go idle (it polls until the transaction ends) and vacuum cannot \
+                         clean up behind it; end it, e.g. SELECT pg_terminate_backend(pid)",
+                        t.age_seconds
+                    ),
+                )
+            } else {
+                (
+                    DependencyStatus::Up,
+                    format!(
+                        "oldest transaction holding an xid: {:.1} s ({who})",
+                        t.age_seconds
+                    ),
+                )
+            }
+        }
+        Err(e) => (DependencyStatus::Warning, format!("cannot tell: {e}")),
+    };
+    DependencyCheck {
+        name: "transactions".to_owned(),
+        status,
+        detail,
+    }
+}
 
 /// The OpenMetrics text of `/metrics`, after refreshing the gauges read from Postgres.
 pub async fn scrape(state: &AppState) -> String {
@@ -44,8 +121,11 @@ pub async fn refresh(state: &AppState) {
         let leader = client
             .query_one(RELAY_LEADER_EXISTS, &[&LEADER_LOCK.0, &LEADER_LOCK.1])
             .await?;
-        let oldest = client.query_one(OLDEST_TRANSACTION_AGE, &[]).await?;
-        Ok::<_, crate::store::DbError>((leader.get::<_, bool>(0), oldest.get::<_, f64>(0)))
+        let oldest = oldest_transaction(&client).await?;
+        Ok::<_, crate::store::DbError>((
+            leader.get::<_, bool>(0),
+            oldest.map_or(0.0, |t| t.age_seconds),
+        ))
     });
     let (backlog, health, database) = tokio::join!(backlog, health, database);
     if let Ok(b) = backlog {
@@ -58,7 +138,7 @@ pub async fn refresh(state: &AppState) {
         for h in health {
             m.parked_streams
                 .get_or_create(&crate::telemetry::ProjectionLabel::new(&h.name))
-                .set(h.parked.len() as i64);
+                .set(h.parked_count);
         }
     }
     if let Ok((leader, oldest)) = database {
@@ -133,6 +213,17 @@ impl Probes<'_> {
         .await
     }
 
+    async fn oldest_transaction(&self) -> Result<Option<OldestTransaction>, String> {
+        let pool = self.0.store.pool();
+        timed(async {
+            let client = pool.get().await.map_err(|e| e.to_string())?;
+            oldest_transaction(&client)
+                .await
+                .map_err(|e| crate::store::describe(&e))
+        })
+        .await
+    }
+
     async fn projector_consumers(&self) -> Result<u32, String> {
         let state = self.0;
         let mut slot = state.broker.lock().await;
@@ -172,6 +263,9 @@ impl HealthApi {
     }
 
     /// Readiness: Postgres and RabbitMQ answer, a relay leads, and a projector consumes.
+    ///
+    /// Also reports the oldest transaction holding a transaction id (the relay's
+    /// commit-safe barrier): a `warning` check from 60 s on, still 200.
     #[oai(
         path = "/health/ready",
         method = "get",
@@ -180,8 +274,11 @@ impl HealthApi {
     )]
     async fn ready(&self, state: Data<&AppState>) -> ReadyResponse {
         let probes = Probes(&state);
-        let (pg, consumers) =
-            tokio::join!(probes.relay_leader_exists(), probes.projector_consumers());
+        let (pg, consumers, oldest) = tokio::join!(
+            probes.relay_leader_exists(),
+            probes.projector_consumers(),
+            probes.oldest_transaction()
+        );
         let live = &state.live;
         let relay = live.relay();
         let projector = live.projector();
@@ -230,8 +327,9 @@ impl HealthApi {
             ),
             check("relay", relay_check),
             check("projector", projector_check),
+            transaction_check(&oldest, TRANSACTION_WARNING),
         ];
-        let ready = checks.iter().all(|c| c.status == DependencyStatus::Up);
+        let ready = checks.iter().all(|c| c.status != DependencyStatus::Down);
         let body = Readiness {
             status: if ready {
                 ReadinessStatus::Ready
@@ -239,6 +337,7 @@ impl HealthApi {
                 ReadinessStatus::NotReady
             },
             checks,
+            oldest_transaction: oldest.ok().flatten(),
         };
         if ready {
             ReadyResponse::Ready(Json(body))
@@ -256,5 +355,63 @@ impl HealthApi {
     )]
     async fn metrics(&self, state: Data<&AppState>) -> MetricsResponse {
         MetricsResponse::Ok(PlainText(scrape(&state).await))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_for(age_seconds: f64) -> Result<Option<OldestTransaction>, String> {
+        Ok(Some(OldestTransaction {
+            age_seconds,
+            pid: Some(4242),
+            database: Some("waitroom".into()),
+            application_name: Some("psql".into()),
+            state: Some("idle in transaction".into()),
+        }))
+    }
+
+    #[test]
+    fn a_transaction_past_the_threshold_is_a_warning_naming_its_age_and_pid() {
+        let check = transaction_check(&open_for(75.4), TRANSACTION_WARNING);
+        assert_eq!(check.name, "transactions");
+        assert_eq!(check.status, DependencyStatus::Warning);
+        assert!(check.detail.contains("75 s"), "{}", check.detail);
+        assert!(check.detail.contains("pid 4242"), "{}", check.detail);
+        assert!(
+            check.detail.contains("idle in transaction"),
+            "{}",
+            check.detail
+        );
+    }
+
+    #[test]
+    fn a_younger_transaction_or_none_is_up() {
+        let check = transaction_check(&open_for(59.9), TRANSACTION_WARNING);
+        assert_eq!(check.status, DependencyStatus::Up);
+        assert!(check.detail.contains("pid 4242"), "{}", check.detail);
+        assert_eq!(
+            transaction_check(&Ok(None), TRANSACTION_WARNING).status,
+            DependencyStatus::Up
+        );
+    }
+
+    #[test]
+    fn a_prepared_transaction_has_no_pid() {
+        let prepared = Ok(Some(OldestTransaction {
+            age_seconds: 120.0,
+            pid: None,
+            database: Some("waitroom".into()),
+            application_name: Some("prepared transaction t1".into()),
+            state: Some("prepared".into()),
+        }));
+        let check = transaction_check(&prepared, TRANSACTION_WARNING);
+        assert_eq!(check.status, DependencyStatus::Warning);
+        assert!(
+            check.detail.contains("prepared transaction t1"),
+            "{}",
+            check.detail
+        );
     }
 }

@@ -605,6 +605,7 @@ pub struct ProjectionStatus {
     pub events_behind: i64,
     #[oai(nullable)]
     pub last_applied_at: Option<DateTime<Utc>>,
+    /// Parked streams, all of them counted.
     pub parked_streams: i64,
     /// Up to 100 parked streams, oldest first.
     pub parked: Vec<ParkedStreamView>,
@@ -683,12 +684,41 @@ pub struct DependencyCheck {
     pub detail: String,
 }
 
-/// Readiness: `ready` when every dependency is up, else `not_ready`.
+/// The oldest transaction holding a transaction id on the Postgres cluster: the relay's
+/// commit-safe barrier. While it runs, an idle relay polls every 20 ms instead of sleeping
+/// (it waits out every transaction in flight before it sleeps), and vacuum cannot clean up
+/// behind it.
+#[derive(Debug, Clone, PartialEq, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct OldestTransaction {
+    /// Seconds since the transaction began.
+    pub age_seconds: f64,
+    /// Its backend's process id (`pg_terminate_backend(pid)` ends it); null for a prepared
+    /// transaction, which no session holds.
+    #[oai(nullable)]
+    pub pid: Option<i32>,
+    #[oai(nullable)]
+    pub database: Option<String>,
+    /// The session's `application_name`, or `prepared transaction <gid>`.
+    #[oai(nullable)]
+    pub application_name: Option<String>,
+    /// `active`, `idle in transaction`, ... or `prepared`.
+    #[oai(nullable)]
+    pub state: Option<String>,
+}
+
+/// Readiness: `ready` when no dependency is down, else `not_ready`. The `transactions`
+/// check is a `warning` (still 200) while a transaction has held a transaction id for 60 s
+/// or more; `oldestTransaction` describes the oldest one, when there is one (and Postgres
+/// lets this role see it: other roles' sessions need `pg_read_all_stats`).
 #[derive(Debug, Clone, Object)]
 #[oai(rename_all = "camelCase", example)]
 pub struct Readiness {
     pub status: ReadinessStatus,
     pub checks: Vec<DependencyCheck>,
+    // No doc comment here: it would make the spec wrap the reference in `allOf`.
+    #[oai(skip_serializing_if_is_none)]
+    pub oldest_transaction: Option<OldestTransaction>,
 }
 
 impl Example for Readiness {
@@ -708,7 +738,18 @@ impl Example for Readiness {
                     "projector",
                     "1 consumer(s) on waiting-room-projection-queue",
                 ),
+                up(
+                    "transactions",
+                    "oldest transaction holding an xid: 0.2 s (pid 4242, database waitroom, application psql, active)",
+                ),
             ],
+            oldest_transaction: Some(OldestTransaction {
+                age_seconds: 0.2,
+                pid: Some(4242),
+                database: Some("waitroom".into()),
+                application_name: Some("psql".into()),
+                state: Some("active".into()),
+            }),
         }
     }
 }

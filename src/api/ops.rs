@@ -259,7 +259,7 @@ impl OpsApi {
         for h in health {
             let rebuilding = rebuild::is_running(pool, &h.name).await.unwrap_or(false);
             projections.push(ProjectionStatus {
-                parked_streams: h.parked.len() as i64,
+                parked_streams: h.parked_count,
                 parked: h
                     .parked
                     .into_iter()

@@ -508,7 +508,7 @@ pub enum EventType {
     PatientCheckInCancelled,
 }
 
-/// Readiness: `ready` when every dependency is up.
+/// Readiness: `ready` when no dependency is down (a `warning` check does not count).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
 #[oai(rename_all = "snake_case")]
 pub enum ReadinessStatus {
@@ -516,12 +516,14 @@ pub enum ReadinessStatus {
     NotReady,
 }
 
-/// One dependency's state.
+/// One dependency's state: `up`, `down`, or `warning` (working, but an operator should
+/// look; readiness stays 200).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
 #[oai(rename_all = "lowercase")]
 pub enum DependencyStatus {
     Up,
     Down,
+    Warning,
 }
 
 /// Projections: `healthy`, `unhealthy` (a stream is parked) or `unknown` (Postgres is unavailable).

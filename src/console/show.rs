@@ -163,7 +163,7 @@ async fn projections(context: &Context) -> Result<Rows, ConsoleError> {
             Value::Int8(Some(h.streams)),
             Value::Int8(Some(h.streams_behind)),
             Value::Int8(Some(h.events_behind)),
-            count(h.parked.len() as u64),
+            Value::Int8(Some(h.parked_count)),
             Value::Timestamptz(h.last_applied_at),
             Value::Bool(Some(rebuilding)),
         ]);

@@ -150,8 +150,14 @@ pub struct ProjectionHealth {
     pub streams_behind: i64,
     pub events_behind: i64,
     pub last_applied_at: Option<DateTime<Utc>>,
+    /// Every parked stream, counted (the partial index `projection_checkpoints_parked`).
+    pub parked_count: i64,
+    /// The oldest parked streams, at most [`PARKED_LIST`].
     pub parked: Vec<ParkedStream>,
 }
+
+/// How many parked streams a health report lists (it counts them all).
+pub const PARKED_LIST: i64 = 100;
 
 /// Streams come from the snapshots (every stream has one from its creation); each stream's
 /// head is one backward index lookup.
@@ -166,7 +172,9 @@ SELECT p.name,
        (SELECT count(*) FROM heads),
        b.streams_behind,
        b.events_behind,
-       (SELECT max(updated_at) FROM projection_checkpoints c WHERE c.projection = p.name)
+       (SELECT max(updated_at) FROM projection_checkpoints c WHERE c.projection = p.name),
+       (SELECT count(*) FROM projection_checkpoints c
+         WHERE c.projection = p.name AND c.status = 'PARKED')
   FROM projections p
  CROSS JOIN LATERAL (
        SELECT count(*) AS streams_behind,
@@ -177,7 +185,7 @@ SELECT p.name,
  ORDER BY p.name";
 
 const PARKED: &str = "SELECT stream_id, parked_version, last_error, parked_at FROM projection_checkpoints \
-     WHERE projection = $1 AND status = 'PARKED' ORDER BY parked_at, stream_id LIMIT 100";
+     WHERE projection = $1 AND status = 'PARKED' ORDER BY parked_at, stream_id LIMIT $2";
 
 /// Checkpoint health of every registered projection.
 pub async fn projection_health(pool: &Pool) -> Result<Vec<ProjectionHealth>, ProjectorError> {
@@ -186,7 +194,7 @@ pub async fn projection_health(pool: &Pool) -> Result<Vec<ProjectionHealth>, Pro
     for r in client.query(HEALTH, &[]).await? {
         let name: String = r.get(0);
         let parked = client
-            .query(PARKED, &[&name])
+            .query(PARKED, &[&name, &PARKED_LIST])
             .await?
             .iter()
             .map(|p| ParkedStream {
@@ -202,6 +210,7 @@ pub async fn projection_health(pool: &Pool) -> Result<Vec<ProjectionHealth>, Pro
             streams_behind: r.get(2),
             events_behind: r.get(3),
             last_applied_at: r.get(4),
+            parked_count: r.get(5),
             parked,
         });
     }

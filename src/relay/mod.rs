@@ -8,8 +8,19 @@
 //! drains in batches ([`Relay::publish_batch`]); with nothing past its cursor it raises the
 //! "waiting" flag, waits for every transaction that could have missed the flag to end,
 //! re-checks, and sleeps until a notification, a slow safety sweep, or shutdown.
+//!
+//! Failures are counted per event, never per batch: a refusal (nack) counts for the refused
+//! event. A publish *error* (the channel or connection closed under a batch) names no event,
+//! and is as likely the broker's fault as an event's, so the next round isolates it
+//! (`isolate.rs`): after a successful reconnect, the batch at the cursor is sent alone,
+//! and if it fails again it is bisected (a fresh channel after each failure) down to the one
+//! event that breaks the channel by itself. Only that event gets an attempt counted. A broker
+//! that is down fails the reconnect instead, and nothing is counted, so an outage kills no
+//! event. After [`MAX_ATTEMPTS`] an event is dead: skipped, counted in `outbox_pending.failed`,
+//! logged once, and healed from the store by the projectors.
 
 pub mod cursor;
+mod isolate;
 mod listener;
 mod publish;
 
@@ -23,7 +34,8 @@ use tokio_util::sync::CancellationToken;
 pub use cursor::{Claimed, Cursor, Outgoing, Partial, Queries};
 pub use listener::{CHANNEL, Idle, LEADER_LOCK, Listener};
 pub use publish::{
-    BatchOutcome, Confirms, DISPATCHED_AT_HEADER, MAX_ATTEMPTS, Publisher, Settled, settle,
+    BatchOutcome, Confirms, DISPATCHED_AT_HEADER, MAX_ATTEMPTS, Publisher, Settled,
+    record_failures, settle,
 };
 
 use crate::broker::{BrokerNames, BrokerUnreachable};
@@ -57,6 +69,17 @@ pub enum RelayError {
         "RabbitMQ refused {0} message(s); they are retried and dead after {MAX_ATTEMPTS} attempts"
     )]
     Refused(usize),
+    /// One event fails to publish by itself (it cannot be encoded, or sending it alone
+    /// breaks a freshly opened channel); counted as an attempt.
+    #[error(
+        "event {event_id} (position {global_position}) cannot be published: {reason}; it is \
+         retried and dead after {MAX_ATTEMPTS} attempts"
+    )]
+    Unpublishable {
+        event_id: uuid::Uuid,
+        global_position: i64,
+        reason: String,
+    },
 }
 
 crate::store::from_db_errors!(RelayError);
@@ -71,6 +94,10 @@ pub struct Leader {
     stored: Cursor,
     stored_at: Instant,
     refused: HashSet<i64>,
+    /// A publish error happened since the last clean batch: isolate before draining again.
+    suspect: bool,
+    /// The event last found to break the channel by itself: tried alone first next time.
+    culprit: Option<i64>,
 }
 
 impl Leader {
@@ -84,6 +111,8 @@ impl Leader {
             cursor,
             stored_at: Instant::now(),
             refused: HashSet::new(),
+            suspect: false,
+            culprit: None,
         })
     }
 
@@ -347,16 +376,10 @@ impl Relay {
         shutdown: &CancellationToken,
         mut wake: bool,
     ) -> Result<(), RelayError> {
-        let p = match publisher {
-            Some(p) if p.is_connected() => p,
-            _ => {
-                *publisher = None;
-                let connected = Publisher::connect(&self.amqp_url, &self.names).await?;
-                self.live
-                    .set_relay_channel(Some(connected.channel_status()));
-                publisher.insert(connected)
-            }
-        };
+        if leader.suspect {
+            self.isolate(leader, publisher).await?;
+        }
+        let p = self.connected(publisher).await?;
         let mut in_flight: VecDeque<(Vec<Outgoing>, Confirms, Cursor)> = VecDeque::new();
         // Claimed (and sent) up to here; the stored cursor trails it by the batches in flight.
         let mut ahead = leader.cursor.clone();
@@ -380,6 +403,8 @@ impl Relay {
                         Ok(c) => c,
                         Err(e) => {
                             self.metrics.publish_failures.inc_by(events.len() as u64);
+                            // Which event (if any) is to blame is for the next round to find.
+                            leader.suspect = true;
                             return Err(e);
                         }
                     };
@@ -409,6 +434,7 @@ impl Relay {
                 Ok(acked) => acked,
                 Err(e) => {
                     self.metrics.publish_failures.inc_by(events.len() as u64);
+                    leader.suspect = true;
                     return Err(e);
                 }
             };

@@ -1,8 +1,10 @@
 //! Publishing with confirms: every message of a batch goes out before the first confirm is
 //! awaited (and the relay sends further batches while RabbitMQ persists earlier ones), then
 //! batches are settled in order. Nothing is treated as published that
-//! RabbitMQ did not confirm; refusals are counted per event and retried, and after
-//! [`MAX_ATTEMPTS`] the event is dead (skipped; projectors heal the gap from the store).
+//! RabbitMQ did not confirm. Failures are counted per event and retried: a refusal (nack),
+//! an event that cannot be encoded as an AMQP message, and an event found (by
+//! isolation, see `super::Relay`) to break the channel or connection each time it is sent.
+//! After [`MAX_ATTEMPTS`] the event is dead (skipped; projectors heal the gap from the store).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,14 +12,14 @@ use std::pin::Pin;
 use chrono::{DateTime, Utc};
 use lapin::BasicProperties as AMQPProperties;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, Connection};
 
 use super::RelayError;
 use super::cursor::Outgoing;
 use crate::broker::{self, BrokerNames};
 
-/// After this many refusals an event is dead: skipped from then on (projectors heal the gap
+/// After this many failed attempts (refusals or publish errors) an event is dead: skipped from then on (projectors heal the gap
 /// from the event store).
 pub const MAX_ATTEMPTS: i32 = 10;
 
@@ -25,7 +27,8 @@ pub const MAX_ATTEMPTS: i32 = 10;
 /// clock): the projector records it as the event's publish time.
 pub const DISPATCHED_AT_HEADER: &str = "waitroom-dispatched-at";
 
-const RECORD_REFUSALS: &str = "\
+/// Counts one failed attempt for each event; returns (position, event id, attempts, dead).
+const RECORD_FAILURES: &str = "\
 INSERT INTO waiting_room_outbox_failures AS f (global_position, event_id, attempts, last_error, failed_at)
 SELECT x.pos, x.id, 1, $3, CASE WHEN 1 >= $4 THEN clock_timestamp() END
   FROM unnest($1::bigint[], $2::uuid[]) AS x(pos, id)
@@ -34,7 +37,7 @@ ON CONFLICT (global_position) DO UPDATE
        last_error = EXCLUDED.last_error,
        failed_at = CASE WHEN f.attempts + 1 >= $4 THEN clock_timestamp() END,
        updated_at = clock_timestamp()
-RETURNING global_position, failed_at IS NOT NULL";
+RETURNING global_position, event_id, attempts, failed_at IS NOT NULL";
 
 const CLEAR_REFUSALS: &str = "UPDATE waiting_room_outbox_failures SET last_error = NULL, \
      updated_at = clock_timestamp() WHERE global_position = ANY($1) AND last_error IS NOT NULL";
@@ -95,6 +98,8 @@ impl Publisher {
 
     /// Sends every event (the frames are on their way) and returns a future of their
     /// confirms, in batch order, so the caller can publish more while RabbitMQ persists these.
+    /// An event that cannot be an AMQP message is found before anything is sent
+    /// ([`RelayError::Unpublishable`]).
     pub async fn send(
         &self,
         batch: &[Outgoing],
@@ -105,6 +110,15 @@ impl Publisher {
             DISPATCHED_AT_HEADER.into(),
             AMQPValue::LongLongInt(dispatched_at.timestamp_micros()),
         );
+        // Checked up front (a few length comparisons): lapin's `ShortString::from` panics past
+        // 255 bytes, and a row written by hand can carry such a correlation id or event type.
+        for event in batch {
+            encodable(event).map_err(|reason| RelayError::Unpublishable {
+                event_id: event.event_id,
+                global_position: event.global_position,
+                reason,
+            })?;
+        }
         let mut confirms = Vec::with_capacity(batch.len());
         for event in batch {
             let body = serde_json::to_vec(event).map_err(|e| RelayError::Encode(e.to_string()))?;
@@ -139,6 +153,22 @@ impl Publisher {
     }
 }
 
+/// Whether the event's AMQP short strings (routing key, type, correlation id) fit in 255 bytes.
+fn encodable(event: &Outgoing) -> Result<(), String> {
+    for (what, value) in [
+        ("routing key", event.routing_key()),
+        ("event type", event.event_type.clone()),
+        ("correlation id", event.correlation_id.clone()),
+    ] {
+        if let Err(e) = ShortString::try_new(value) {
+            return Err(format!(
+                "its {what} does not fit an AMQP short string ({e})"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The confirms of a sent batch, in order: `true` = acked.
 pub type Confirms = Pin<Box<dyn Future<Output = Result<Vec<bool>, RelayError>> + Send>>;
 
@@ -162,26 +192,48 @@ pub async fn settle(
         .zip(acked)
         .filter_map(|(e, ok)| (!ok).then_some(e))
         .collect();
-    let mut retry = Vec::new();
-    if !refused.is_empty() {
-        let positions: Vec<i64> = refused.iter().map(|e| e.global_position).collect();
-        let ids: Vec<uuid::Uuid> = refused.iter().map(|e| e.event_id).collect();
-        for row in client
-            .query(
-                RECORD_REFUSALS,
-                &[&positions, &ids, &"nacked by RabbitMQ", &MAX_ATTEMPTS],
-            )
-            .await?
-        {
-            if !row.get::<_, bool>(1) {
-                retry.push(row.get::<_, i64>(0));
-            }
-        }
-    }
+    let retry = record_failures(client, &refused, "nacked by RabbitMQ").await?;
     Ok(Settled {
         complete: retry.is_empty(),
         retry,
     })
+}
+
+/// Counts one failed attempt for each event, with `error` as its `last_error`. Events that
+/// reach [`MAX_ATTEMPTS`] are dead from now on (one warning each); returns the positions
+/// of the others, still to be retried.
+pub async fn record_failures(
+    client: &tokio_postgres::Client,
+    events: &[&Outgoing],
+    error: &str,
+) -> Result<Vec<i64>, RelayError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let positions: Vec<i64> = events.iter().map(|e| e.global_position).collect();
+    let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.event_id).collect();
+    let mut retry = Vec::new();
+    for row in client
+        .query(RECORD_FAILURES, &[&positions, &ids, &error, &MAX_ATTEMPTS])
+        .await?
+    {
+        let position: i64 = row.get(0);
+        if row.get::<_, bool>(3) {
+            let event_id: uuid::Uuid = row.get(1);
+            let attempts: i32 = row.get(2);
+            tracing::warn!(
+                %event_id,
+                global_position = position,
+                attempts,
+                last_error = error,
+                "relay: event retired as dead (not published); projectors heal it from the \
+                 event store with its stream's next event"
+            );
+        } else {
+            retry.push(position);
+        }
+    }
+    Ok(retry)
 }
 
 /// Clears `last_error` of events that were refused before and are now published.

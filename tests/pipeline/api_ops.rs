@@ -159,7 +159,7 @@ async fn liveness_and_readiness_report_every_dependency_up() {
         .map(|c| (c["name"].as_str().unwrap(), c["status"].as_str().unwrap()))
         .collect();
     assert_eq!(
-        checks,
+        checks[..4],
         [
             ("postgres", "up"),
             ("rabbitmq", "up"),
@@ -168,6 +168,9 @@ async fn liveness_and_readiness_report_every_dependency_up() {
         ],
         "{ready}"
     );
+    // Cluster-wide: another session's long transaction may make it a warning (still 200).
+    assert_eq!(checks[4].0, "transactions", "{ready}");
+    assert_ne!(checks[4].1, "down", "{ready}");
 }
 
 #[tokio::test]

@@ -26,6 +26,7 @@ mod pipeline;
 mod projector;
 mod rebuild;
 mod relay;
+mod relay_failures;
 mod retention;
 mod roles;
 mod shutdown;

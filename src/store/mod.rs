@@ -9,6 +9,7 @@ pub mod db;
 mod error;
 mod events;
 pub mod migrate;
+pub mod tls;
 
 use std::sync::Arc;
 

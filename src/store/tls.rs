@@ -24,7 +24,9 @@ use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 
 /// The connector every Postgres connection of the process uses (pool, LISTEN connections,
 /// admin connections), whatever the mode.
@@ -175,11 +177,12 @@ impl TlsSettings {
                 roots: Arc::new(self.roots()?),
                 algorithms: provider.signature_verification_algorithms,
             }),
-            Verification::Full => {
-                WebPkiServerVerifier::builder_with_provider(Arc::new(self.roots()?), provider.clone())
-                    .build()
-                    .map_err(|e| format!("sslrootcert {}: {e}", self.root_name()))?
-            }
+            Verification::Full => WebPkiServerVerifier::builder_with_provider(
+                Arc::new(self.roots()?),
+                provider.clone(),
+            )
+            .build()
+            .map_err(|e| format!("sslrootcert {}: {e}", self.root_name()))?,
         };
         let config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -370,10 +373,12 @@ fn percent_decode(text: &str) -> String {
 
 fn file_roots(path: &Path) -> Result<RootCertStore, String> {
     let shown = path.display();
-    let pem = std::fs::read(path).map_err(|e| format!("sslrootcert {shown}: cannot read it: {e}"))?;
+    let pem =
+        std::fs::read(path).map_err(|e| format!("sslrootcert {shown}: cannot read it: {e}"))?;
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| format!("sslrootcert {shown}: not a PEM certificate file: {e}"))?;
+        let cert =
+            cert.map_err(|e| format!("sslrootcert {shown}: not a PEM certificate file: {e}"))?;
         roots
             .add(cert)
             .map_err(|e| format!("sslrootcert {shown}: invalid certificate: {e}"))?;
@@ -600,12 +605,20 @@ mod tests {
 
     #[test]
     fn an_unreadable_or_invalid_sslrootcert_is_an_error_naming_it() {
-        let (_, missing) = split("postgres://h/db?sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem");
+        let (_, missing) =
+            split("postgres://h/db?sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem");
         let error = missing.connector().err().expect("missing file fails");
-        assert!(error.starts_with("sslrootcert /nonexistent/ca.pem: cannot read it"), "{error}");
-        let path = std::env::temp_dir().join(format!("waitroom-not-a-cert-{}.pem", std::process::id()));
+        assert!(
+            error.starts_with("sslrootcert /nonexistent/ca.pem: cannot read it"),
+            "{error}"
+        );
+        let path =
+            std::env::temp_dir().join(format!("waitroom-not-a-cert-{}.pem", std::process::id()));
         std::fs::write(&path, "hello\n").expect("temp file");
-        let (_, junk) = split(&format!("postgres://h/db?sslmode=verify-ca&sslrootcert={}", path.display()));
+        let (_, junk) = split(&format!(
+            "postgres://h/db?sslmode=verify-ca&sslrootcert={}",
+            path.display()
+        ));
         let error = junk.connector().err().expect("junk fails");
         let _ = std::fs::remove_file(&path);
         assert!(error.contains("no PEM certificate"), "{error}");

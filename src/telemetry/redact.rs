@@ -7,7 +7,9 @@
 //!
 //! Registered at start ([`register_settings`]): the passwords of `DATABASE_URL` and
 //! `AMQP_URL` and `CONSOLE_PASSWORD`. Secrets shorter than [`MIN_LEN`] are not replaced
-//! in running text (a two-letter password would blank every word containing those letters).
+//! in running text (a two-letter password would blank every word containing those
+//! letters), nor is a URL password equal to its user name (`guest:guest`); the console's
+//! `SHOW CONFIG` masks URL passwords whatever their length.
 
 use std::borrow::Cow;
 use std::io::Write;
@@ -82,15 +84,19 @@ pub fn scrub(text: &str) -> Cow<'_, str> {
 }
 
 /// The passwords of a connection URL or `key=value` string: the userinfo password of
-/// `scheme://user:password@host` (as written and percent-decoded) and `password=` values.
+/// `scheme://user:password@host` (as written and percent-decoded; not when it is the user
+/// name itself) and `password=` values.
 pub fn url_passwords(url: &str) -> Vec<String> {
     let mut found = Vec::new();
     if let Some((_, rest)) = url.split_once("://") {
         // The userinfo ends at the last `@` before the query: a password with a raw `/`
         // or `@` (which should be encoded) is still found whole.
         let before_query = rest.split(['?', '#']).next().unwrap_or(rest);
+        // A password equal to the user name (RabbitMQ's guest:guest) hides nothing from
+        // anyone who sees the user, and masking it would blank the user everywhere.
         if let Some((userinfo, _)) = before_query.rsplit_once('@')
-            && let Some((_, password)) = userinfo.split_once(':')
+            && let Some((user, password)) = userinfo.split_once(':')
+            && user != password
         {
             found.push(password.to_owned());
             found.push(percent_decode(password));
@@ -217,15 +223,13 @@ mod tests {
             ["p%40ss", "p@ss"]
         );
         assert_eq!(url_passwords("amqp://guest:gu/est@h/%2f"), ["gu/est"]);
-        assert_eq!(
-            url_passwords("host=h password='a b' user=u"),
-            ["a b"]
-        );
+        assert_eq!(url_passwords("host=h password='a b' user=u"), ["a b"]);
         assert_eq!(
             url_passwords("postgres://u@h/db?password=x%21y"),
             ["x%21y", "x!y"]
         );
         assert!(url_passwords("postgres://postgres@127.0.0.1/db").is_empty());
+        assert!(url_passwords("amqp://guest:guest@127.0.0.1:5672/%2f").is_empty());
     }
 
     #[test]

@@ -25,3 +25,5 @@ mod pipeline;
 mod projector;
 mod rebuild;
 mod relay;
+mod secrets;
+mod tls;

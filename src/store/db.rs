@@ -46,8 +46,14 @@ impl DbConfig {
     /// value, or a root certificate file that cannot be read, is an error here.
     pub fn parse(url: &str) -> Result<Self, ConnectError> {
         let (url, tls) = TlsSettings::split(url).map_err(ConnectError::InvalidUrl)?;
-        let mut config =
-            Config::from_str(&url).map_err(|e| ConnectError::InvalidUrl(e.to_string()))?;
+        // tokio-postgres's message is only "invalid connection string"; the cause (which
+        // names the option, never its value) is its source.
+        let mut config = Config::from_str(&url).map_err(|e| {
+            ConnectError::InvalidUrl(match std::error::Error::source(&e) {
+                Some(cause) => format!("{e}: {cause}"),
+                None => e.to_string(),
+            })
+        })?;
         config.ssl_mode(tls.wire_mode());
         let connector = tls.connector().map_err(ConnectError::InvalidUrl)?;
         let dbname = config.get_dbname().unwrap_or("waitroom").to_owned();

@@ -197,6 +197,14 @@ async fn the_cli_refuses_a_bad_sslmode_or_sslrootcert_in_one_line() {
             "host=127.0.0.1 dbname=waitroom_never sslmode=verify-everything".to_owned(),
             "sslmode \"verify-everything\"",
         ),
+        (
+            // Client certificates are not supported: the option is named, not ignored.
+            format!(
+                "{}/waitroom_never?sslmode=require&sslcert=/a.pem",
+                pg_base()
+            ),
+            "unknown option `sslcert`",
+        ),
     ] {
         let mut cmd = waitroom(&["migrate"]);
         cmd.env("DATABASE_URL", &url);

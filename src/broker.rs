@@ -67,13 +67,30 @@ pub fn target(url: &str) -> String {
 
 /// Connects to RabbitMQ.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerUnreachable> {
+    // Parsed here rather than by lapin, whose error for some malformed URLs quotes the
+    // whole URL, password included.
+    let uri = url
+        .parse::<lapin::uri::AMQPUri>()
+        .map_err(|e| BrokerUnreachable {
+            target: target(url),
+            reason: invalid_url(url, &e),
+        })?;
     let properties = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(url, properties)
+    Connection::connect_uri(uri, properties)
         .await
         .map_err(|e| BrokerUnreachable {
             target: target(url),
             reason: e.to_string(),
         })
+}
+
+/// Why `url` does not parse, without quoting it.
+fn invalid_url(url: &str, error: &str) -> String {
+    if error.contains(url) || url.is_empty() {
+        "AMQP_URL is not a URL of the form amqp://user:password@host:port/vhost".to_owned()
+    } else {
+        format!("AMQP_URL is invalid: {error}")
+    }
 }
 
 /// Declares the exchanges, queues and bindings (idempotent). Every role calls it at start,

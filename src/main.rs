@@ -19,7 +19,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const USAGE: u8 = 2;
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {message}");
+    // Errors quote what services answered; none should hold a secret, and none reaches
+    // the terminal if one did.
+    let message = message.to_string();
+    eprintln!("error: {}", waitroom::telemetry::redact::scrub(&message));
     ExitCode::from(USAGE)
 }
 
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Cmd::Migrate | Cmd::Rebuild { .. } if !log_asked => "warn",
         _ => &cli.settings.rust_log,
     };
+    waitroom::telemetry::redact::register_settings(&cli.settings);
     waitroom::telemetry::init_logging(filter, cli.settings.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

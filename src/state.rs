@@ -250,7 +250,8 @@ fn set<R: PartialEq + Copy>(
         s.since = Utc::now();
     }
     if let Some(error) = error {
-        s.last_error = error;
+        // Shown by readiness and the console: no secret may pass.
+        s.last_error = error.map(|e| crate::telemetry::redact::scrub(&e).into_owned());
     }
 }
 

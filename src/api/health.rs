@@ -171,6 +171,10 @@ pub enum MetricsResponse {
 pub struct HealthApi;
 
 fn check(name: &str, result: Result<String, String>) -> DependencyCheck {
+    // The details quote what Postgres and RabbitMQ answered; no secret may pass.
+    let result = result
+        .map(|d| crate::telemetry::redact::scrub(&d).into_owned())
+        .map_err(|d| crate::telemetry::redact::scrub(&d).into_owned());
     match result {
         Ok(detail) => DependencyCheck {
             name: name.to_owned(),

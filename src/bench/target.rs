@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
 use super::{BenchArgs, BenchError};
@@ -130,11 +129,8 @@ impl Target {
 /// it runs on the way out (a leftover is named `waitroom_bench_*` / `*.bench_*`). Failures
 /// are logged when `report` is set.
 async fn remove(database: &DbConfig, amqp_url: &str, names: &BrokerNames, report: bool) {
-    let mut admin = database.config().clone();
-    admin.dbname("postgres");
-    match admin.connect(NoTls).await {
-        Ok((client, connection)) => {
-            tokio::spawn(connection);
+    match database.connect_to("postgres").await {
+        Ok(client) => {
             // Identifiers cannot be bound; the name is ours (`waitroom_bench_<hex>`).
             let drop = format!(
                 "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",

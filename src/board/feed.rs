@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::{broadcast, mpsc, watch};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
 use crate::projector::WAITING_ROOM;
@@ -171,7 +171,7 @@ impl Feed {
         shutdown: &CancellationToken,
         connected: &mut bool,
     ) -> Result<(), Lost> {
-        let (client, mut connection) = db.config().connect(NoTls).await?;
+        let (client, mut connection) = db.connect_raw().await?;
         let (tx, mut notifications) = mpsc::unbounded_channel::<Result<String, _>>();
         // Pooled connections swallow notifications; this one is driven here so they reach us.
         tokio::spawn(async move {

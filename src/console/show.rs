@@ -17,6 +17,7 @@ use crate::broker::BrokerNames;
 use crate::config::Settings;
 use crate::relay::LEADER_LOCK;
 use crate::state::{LiveState, ProjectorRole, RELAY_BATCH_BUCKETS, RelayRole, WAKE_CAUSES};
+use crate::telemetry::redact::scrub;
 use crate::telemetry::{Metrics, WakeLabel};
 
 /// How long a diagnostics query may take before the console gives up on it.
@@ -307,12 +308,12 @@ pub fn config_entries(settings: &Settings) -> Vec<(&'static str, Option<String>,
     vec![
         (
             "database_url",
-            Some(mask_secrets(&settings.database_url)),
+            Some(scrub(&mask_secrets(&settings.database_url)).into_owned()),
             "DATABASE_URL",
         ),
         (
             "amqp_url",
-            Some(mask_secrets(&settings.amqp_url)),
+            Some(scrub(&mask_secrets(&settings.amqp_url)).into_owned()),
             "AMQP_URL",
         ),
         (

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use super::cursor::{Cursor, Queries};
 use crate::store::DbConfig;
@@ -44,7 +44,7 @@ pub struct Listener {
 impl Listener {
     /// Connects, waits for the leader lock (blocking while another relay leads), then LISTENs.
     pub async fn acquire(db: &DbConfig) -> Result<Self, tokio_postgres::Error> {
-        let (client, mut connection) = db.config().connect(NoTls).await?;
+        let (client, mut connection) = db.connect_raw().await?;
         let (tx, wakeups) = mpsc::unbounded_channel();
         // Pooled connections swallow notifications; this one is driven here so they reach us.
         // When the connection ends, `tx` drops and the receiver reports the loss.

@@ -5,7 +5,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::{Config, NoTls};
+use tokio_postgres::Config;
+
+use super::tls::{Connection, Connector, TlsSettings};
 
 /// Why the database could not be reached or prepared at start.
 #[derive(Debug, thiserror::Error)]
@@ -13,6 +15,11 @@ pub enum ConnectError {
     /// The URL does not parse.
     #[error("DATABASE_URL is invalid: {0}")]
     InvalidUrl(String),
+    /// The TLS handshake or the server's certificate failed (`sslmode`, `sslrootcert`).
+    #[error(
+        "TLS to PostgreSQL at {target} failed: {reason}. Check sslmode and sslrootcert in DATABASE_URL"
+    )]
+    Tls { target: String, reason: String },
     /// Nothing answered, or the server refused us.
     #[error(
         "cannot connect to PostgreSQL at {target}: {reason}. Start it with `scripts/services.sh` \
@@ -29,13 +36,26 @@ pub enum ConnectError {
 pub struct DbConfig {
     config: Config,
     dbname: String,
+    tls: TlsSettings,
+    connector: Connector,
 }
 
 impl DbConfig {
-    /// Parses a `postgres://` URL; the database defaults to `waitroom`.
+    /// Parses a `postgres://` URL (or a `key=value` string); the database defaults to
+    /// `waitroom`. `sslmode` and `sslrootcert` follow libpq (see [`super::tls`]); a bad
+    /// value, or a root certificate file that cannot be read, is an error here.
     pub fn parse(url: &str) -> Result<Self, ConnectError> {
-        let mut config =
-            Config::from_str(url).map_err(|e| ConnectError::InvalidUrl(e.to_string()))?;
+        let (url, tls) = TlsSettings::split(url).map_err(ConnectError::InvalidUrl)?;
+        // tokio-postgres's message is only "invalid connection string"; the cause (which
+        // names the option, never its value) is its source.
+        let mut config = Config::from_str(&url).map_err(|e| {
+            ConnectError::InvalidUrl(match std::error::Error::source(&e) {
+                Some(cause) => format!("{e}: {cause}"),
+                None => e.to_string(),
+            })
+        })?;
+        config.ssl_mode(tls.wire_mode());
+        let connector = tls.connector().map_err(ConnectError::InvalidUrl)?;
         let dbname = config.get_dbname().unwrap_or("waitroom").to_owned();
         config.dbname(&dbname);
         if config.get_user().is_none() {
@@ -53,7 +73,22 @@ impl DbConfig {
         };
         config.options(&options);
         config.connect_timeout(Duration::from_secs(5));
-        Ok(Self { config, dbname })
+        Ok(Self {
+            config,
+            dbname,
+            tls,
+            connector,
+        })
+    }
+
+    /// The TLS settings taken from the URL.
+    pub fn tls(&self) -> &TlsSettings {
+        &self.tls
+    }
+
+    /// The TLS connector for `sslmode` / `sslrootcert`: every connection uses it.
+    pub fn connector(&self) -> Connector {
+        self.connector.clone()
     }
 
     /// The database name.
@@ -61,26 +96,51 @@ impl DbConfig {
         &self.dbname
     }
 
-    /// The underlying tokio-postgres config.
+    /// The underlying tokio-postgres config (without `sslrootcert`, and with the wire side
+    /// of `sslmode` only: connect with [`DbConfig::connector`], or through [`DbConfig::connect`]).
     pub fn config(&self) -> &Config {
         &self.config
     }
 
     /// `host:port/dbname`, for messages (never the password).
     pub fn target(&self) -> String {
-        let host = match self.config.get_hosts().first() {
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        format!("{}:{port}/{}", self.host(), self.dbname)
+    }
+
+    fn host(&self) -> String {
+        match self.config.get_hosts().first() {
             Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
             #[cfg(unix)]
             Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
             None => "localhost".to_owned(),
-        };
-        let port = self.config.get_ports().first().copied().unwrap_or(5432);
-        format!("{host}:{port}/{}", self.dbname)
+        }
+    }
+
+    /// A single connection whose driver the caller polls (for LISTEN: notifications reach
+    /// only the one who drives the connection).
+    pub async fn connect_raw(
+        &self,
+    ) -> Result<(tokio_postgres::Client, Connection), tokio_postgres::Error> {
+        self.config.connect(self.connector()).await
+    }
+
+    /// A connection to another database of the same server (with the same TLS), e.g.
+    /// `postgres` to create or drop this one; its driver is spawned onto the runtime.
+    pub async fn connect_to(
+        &self,
+        dbname: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let mut config = self.config.clone();
+        config.dbname(dbname);
+        let (client, connection) = config.connect(self.connector()).await?;
+        tokio::spawn(connection);
+        Ok(client)
     }
 
     /// A single connection, its driver spawned onto the runtime.
     pub async fn connect(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        let (client, connection) = self.config.connect(NoTls).await?;
+        let (client, connection) = self.connect_raw().await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "postgres connection closed");
@@ -90,6 +150,12 @@ impl DbConfig {
     }
 
     fn unreachable(&self, error: &tokio_postgres::Error) -> ConnectError {
+        if let Some(reason) = self.tls.describe_failure(error, &self.host()) {
+            return ConnectError::Tls {
+                target: self.target(),
+                reason,
+            };
+        }
         let reason = match error.as_db_error() {
             Some(db) => db.message().to_owned(),
             None => std::error::Error::source(error)
@@ -109,13 +175,10 @@ impl DbConfig {
             Err(e) if !is_missing_database(&e) => return Err(self.unreachable(&e)),
             Err(_) => {}
         }
-        let mut admin = self.config.clone();
-        admin.dbname("postgres");
-        let (client, connection) = admin
-            .connect(NoTls)
+        let client = self
+            .connect_to("postgres")
             .await
             .map_err(|e| self.unreachable(&e))?;
-        tokio::spawn(connection);
         // Identifiers cannot be bound as parameters; quote it as Postgres would.
         let create = format!("CREATE DATABASE \"{}\"", self.dbname.replace('"', "\"\""));
         match client.batch_execute(&create).await {
@@ -153,7 +216,7 @@ impl DbConfig {
         }
         let manager = Manager::from_config(
             config,
-            NoTls,
+            self.connector(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },

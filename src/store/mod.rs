@@ -10,6 +10,7 @@ mod error;
 mod events;
 pub mod migrate;
 pub mod retention;
+pub mod tls;
 
 use std::sync::Arc;
 

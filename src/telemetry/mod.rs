@@ -6,6 +6,7 @@
 
 pub mod pool;
 pub mod process;
+pub mod redact;
 
 use std::io::IsTerminal;
 use std::sync::atomic::AtomicU64;
@@ -28,6 +29,8 @@ pub enum LogFormat {
 }
 
 /// Installs the global tracing subscriber. `format` defaults to pretty on a terminal, else JSON.
+/// Every line goes through [`redact::scrub`]: register the secrets first
+/// ([`redact::register_settings`]).
 pub fn init_logging(filter: &str, format: Option<LogFormat>) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let format = format.unwrap_or(if std::io::stderr().is_terminal() {
@@ -37,7 +40,7 @@ pub fn init_logging(filter: &str, format: Option<LogFormat>) {
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(redact::ScrubbedStderr);
     // try_init: tests and embedders may have installed one already.
     let _ = match format {
         LogFormat::Pretty => builder.try_init(),

@@ -29,5 +29,7 @@ mod relay;
 mod relay_failures;
 mod retention;
 mod roles;
+mod secrets;
 mod shutdown;
 mod store_cancel;
+mod tls;

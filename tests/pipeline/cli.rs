@@ -27,6 +27,8 @@ pub(crate) fn waitroom(args: &[&str]) -> Command {
         "BROKER_SUFFIX",
         "DATABASE_POOL_SIZE",
         "BOARD_NAMES",
+        "API_TOKEN",
+        "API_TOKENS_FILE",
         "RUST_BACKTRACE",
     ] {
         cmd.env_remove(var);

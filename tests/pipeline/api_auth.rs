@@ -11,7 +11,7 @@ use waitroom::config::Secret;
 
 use crate::api_support::assert_problem;
 use crate::cli::{EXIT_WITHIN, Running, Scratch, assert_one_line_error, output_within, waitroom};
-use crate::helpers::{TestApp, amqp_url, body, isolated_settings};
+use crate::helpers::{TestApp, amqp_url, body, isolated_settings, wait_until};
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 
@@ -201,6 +201,11 @@ async fn every_token_of_the_tokens_file_and_api_token_is_accepted() {
 async fn health_metrics_the_document_and_the_board_stay_open_with_tokens_on() {
     let app = with_token().await;
     app.create_queue("er", 5).await;
+    // The board page needs the queue in the read model, a few milliseconds behind.
+    wait_until(Duration::from_secs(10), "queue er projected", || async {
+        app.get("/api/queues/er").await.status() == 200
+    })
+    .await;
     let anonymous = anonymous();
     for path in [
         "/health",

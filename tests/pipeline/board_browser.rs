@@ -208,7 +208,9 @@ async fn the_board_in_a_browser_follows_the_queue_live_and_survives_a_restart() 
     // With API tokens on, as in production: the page holds no token, and everything it
     // reads (the staff line included) must still work. The test's own client sends it.
     let mut settings = crate::helpers::isolated_settings();
-    settings.api_token = Some(waitroom::config::Secret::new("board-browser-token-0123456789"));
+    settings.api_token = Some(waitroom::config::Secret::new(
+        "board-browser-token-0123456789",
+    ));
     let mut app = TestApp::spawn_with(settings, waitroom::app::Roles::ALL).await;
     let r = app
         .post(

@@ -127,7 +127,7 @@ async fn the_generated_client_runs_the_clinic_flow() {
             .is_some_and(|v| v.starts_with("Bearer")),
         "a challenge"
     );
-    let problem = problem(response).await;
+    let problem = decode_problem(response).await;
     assert!(
         problem.type_.ends_with("/unauthorized"),
         "{}",
@@ -277,7 +277,7 @@ async fn the_generated_client_runs_the_clinic_flow() {
         .unwrap_or_default()
         .to_owned();
     assert_eq!(content_type, "application/problem+json");
-    let problem = problem(response).await;
+    let problem = decode_problem(response).await;
     println!(
         "404: {} {} ({})",
         problem.status, problem.type_, problem.detail
@@ -291,7 +291,7 @@ async fn the_generated_client_runs_the_clinic_flow() {
 }
 
 /// A problem+json error body, which progenitor hands over as bytes, decoded.
-async fn problem(
+async fn decode_problem(
     response: waitroom_client::ResponseValue<waitroom_client::ByteStream>,
 ) -> types::Problem {
     let bytes: Vec<u8> = response

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, AppState};
+use crate::api::auth::TokenError;
+use crate::api::{self, ApiTokens, AppState};
 use crate::board::{Board, Feed};
 use crate::broker::{self, BrokerNames, BrokerUnreachable};
 use crate::config::Settings;
@@ -72,6 +73,8 @@ pub enum StartupError {
     },
     #[error(transparent)]
     Console(#[from] ConsoleStartError),
+    #[error(transparent)]
+    Tokens(#[from] TokenError),
     #[error(
         "cannot listen on {addr} for metrics: {source} (set METRICS_ADDR or --metrics-addr to a free address, or `off`)"
     )]
@@ -115,6 +118,7 @@ pub struct Application {
     listener: Option<tokio::net::TcpListener>,
     console: Option<tokio::net::TcpListener>,
     metrics_listener: Option<tokio::net::TcpListener>,
+    tokens: ApiTokens,
 }
 
 impl Application {
@@ -124,6 +128,12 @@ impl Application {
         // A console exposed without a password is a configuration error: say so before
         // touching any service.
         console::check(&settings)?;
+        // So are unusable API tokens; only the API reads them.
+        let tokens = if roles.api {
+            ApiTokens::load(&settings)?
+        } else {
+            ApiTokens::open()
+        };
         let names = BrokerNames::with_suffix(&settings.broker_suffix);
         let (db, pool) = connect_database(&settings).await?;
         check_broker(&settings, &names).await?;
@@ -160,6 +170,7 @@ impl Application {
             listener,
             console,
             metrics_listener,
+            tokens,
         })
     }
 
@@ -260,6 +271,18 @@ impl Application {
             // Idempotency-Keys past IDEMPOTENCY_TTL, deleted by every API process (they
             // share the work: SKIP LOCKED).
             tasks.spawn(store::retention::run(self.store.clone(), shutdown.clone()));
+            if self.tokens.is_open() {
+                tracing::warn!(
+                    http_addr = %http_addr.unwrap_or(self.settings.http_addr),
+                    "api: no API_TOKEN or API_TOKENS_FILE: /api is open to anyone who can reach \
+                     HTTP_ADDR; set a token to require `Authorization: Bearer`"
+                );
+            } else {
+                tracing::info!(
+                    tokens = self.tokens.len(),
+                    "api: /api requires a bearer token"
+                );
+            }
             // One database listener for every open board page of this process.
             let feed = Feed::new();
             tasks.spawn(feed.clone().run(self.db.clone(), shutdown.clone()));
@@ -275,7 +298,8 @@ impl Application {
                 self.live.clone(),
                 self.settings.amqp_url.clone(),
                 self.names.clone(),
-            );
+            )
+            .with_tokens(self.tokens.clone());
             let stop = shutdown.clone();
             tasks.spawn(async move {
                 if let Err(e) = api::serve(listener, state, board, stop.cancelled_owned()).await {

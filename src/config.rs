@@ -89,6 +89,17 @@ pub struct Settings {
     /// other users can read in the process list.
     #[arg(long, env = "CONSOLE_PASSWORD", global = true, hide_env_values = true)]
     pub console_password: Option<Secret>,
+    /// Bearer token that every `/api` operation then requires (`Authorization: Bearer …`):
+    /// 16–1024 characters of `A–Z a–z 0–9 - . _ ~ + /` (then `=` padding). Unset (and
+    /// API_TOKENS_FILE unset): `/api` is open, with a warning at start. Prefer the variable
+    /// to the flag, which other users can read in the process list.
+    #[arg(long, env = "API_TOKEN", global = true, hide_env_values = true)]
+    pub api_token: Option<Secret>,
+    /// File of accepted bearer tokens, one per line (blank lines and `#` comment lines
+    /// skipped), e.g. one per client so each can be rotated alone; with API_TOKEN, both are
+    /// accepted. Read once at start.
+    #[arg(long, env = "API_TOKENS_FILE", global = true)]
+    pub api_tokens_file: Option<String>,
     /// Extra listener for `GET /metrics` and `GET /health`, or `off` (the default): lets
     /// Prometheus scrape and orchestrators probe relays and projectors, which serve no API.
     #[arg(long, env = "METRICS_ADDR", default_value = "off", global = true)]

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzes the HTTP API against its own OpenAPI document with schemathesis: every check, every
 # phase (examples, coverage, fuzzing, stateful via the document's links), a fixed seed, on a
-# server of its own. Any failure fails the script. Prints the number of generated test cases.
+# server of its own, which requires an API token: every request carries it, and the
+# `ignored_auth` check verifies that requests without it (or with a wrong one) are refused.
+# Any failure fails the script. Prints the number of generated test cases.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 source scripts/api/venv.sh
@@ -17,6 +19,7 @@ log="$(mktemp)"
 set +e
 "$bin/schemathesis" --config-file scripts/api/schemathesis.toml run "$API_SERVER_URL/openapi.json" \
     --checks all --phases examples,coverage,fuzzing,stateful --mode all \
+    --header "Authorization: Bearer $API_SERVER_TOKEN" \
     --max-examples "$MAX_EXAMPLES" --seed "$SEED" --workers 1 --no-color \
     --generation-database none 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}

@@ -1,12 +1,13 @@
 """The clinic flow through the Python client that openapi-python-client generated from
 openapi/waitroom.json (see scripts/api/python-client.sh): create a queue, check two patients
 in, call the next one (the Urgent one), complete, read the queue, read the lag statistics,
-and a 404 decoded as the Problem model. Usage: python_flow.py BASE_URL"""
+and a 404 decoded as the Problem model; with a token, first a 401 without it, decoded as the
+Problem model too. Usage: python_flow.py BASE_URL [API_TOKEN]"""
 
 import sys
 import time
 
-from waitroom_client import Client
+from waitroom_client import AuthenticatedClient, Client
 from waitroom_client.api.lag import get_lag_statistics
 from waitroom_client.api.queues import (
     call_next,
@@ -30,8 +31,16 @@ def expect(condition, what):
         raise SystemExit(f"python client flow: {what}")
 
 
-def main(base_url):
-    client = Client(base_url=base_url, raise_on_unexpected_status=True)
+def main(base_url, token=None):
+    if token:
+        r = get_queue.sync_detailed("cardiology", client=Client(base_url=base_url))
+        expect(r.status_code == 401, f"no token: {r.status_code} {r.content!r}")
+        expect(isinstance(r.parsed, Problem), f"401 decodes as Problem, got {type(r.parsed).__name__}")
+        expect(r.parsed.type_.endswith("/unauthorized"), "problem type unauthorized")
+        print(f"401 without a token: {r.parsed.detail} ({r.headers['www-authenticate']})")
+        client = AuthenticatedClient(base_url=base_url, token=token, raise_on_unexpected_status=True)
+    else:
+        client = Client(base_url=base_url, raise_on_unexpected_status=True)
 
     r = create_queue.sync_detailed(
         client=client,
@@ -107,4 +116,4 @@ def main(base_url):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:3])

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sourced by the scripts in scripts/api/: starts `waitroom run` on a database and broker names
 # of its own (the names the test suite uses, so scripts/test.sh also removes leftovers), waits
-# until it is ready, and removes everything again on exit.
+# until it is ready, and removes everything again on exit. The server requires the API token
+# API_SERVER_TOKEN (a new random one per start) on /api.
 set -euo pipefail
 
 api_server_start() {
@@ -13,11 +14,12 @@ api_server_start() {
     API_SERVER_SUFFIX="test_${id}"
     API_SERVER_URL="http://127.0.0.1:${port}"
     API_SERVER_LOG="$(mktemp)"
+    API_SERVER_TOKEN="$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
     cargo build --quiet --bin waitroom
     DATABASE_URL="${API_SERVER_PG}/${API_SERVER_DB}" \
         AMQP_URL="${WAITROOM_TEST_AMQP:-amqp://guest:guest@127.0.0.1:5672/%2f}" \
         BROKER_SUFFIX="$API_SERVER_SUFFIX" HTTP_ADDR="127.0.0.1:${port}" CONSOLE_ADDR=off \
-        LOG_FORMAT=json RUST_LOG=warn \
+        API_TOKEN="$API_SERVER_TOKEN" API_TOKENS_FILE= LOG_FORMAT=json RUST_LOG=warn \
         target/debug/waitroom run >"$API_SERVER_LOG" 2>&1 &
     API_SERVER_PID=$!
     trap api_server_stop EXIT

@@ -1,5 +1,5 @@
-//! The outermost layer: correlation ids in and out, problem+json for every error
-//! (including poem's own 404/405), and HTTP metrics.
+//! The outermost layer: correlation ids in and out, API tokens on `/api`, problem+json for
+//! every error (including poem's own 404/405), and HTTP metrics.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -8,6 +8,7 @@ use poem::http::{HeaderValue, StatusCode, header};
 use poem::{Endpoint, IntoResponse, Request, Response};
 
 use super::MAX_BODY_BYTES;
+use super::auth::{self, ApiTokens};
 use super::problem::Problem;
 use super::spec::AllowTable;
 use crate::telemetry::{HttpLabels, Metrics, RouteLabels};
@@ -41,6 +42,7 @@ pub async fn around<E: Endpoint>(
     mut req: Request,
     metrics: Arc<Metrics>,
     allow: Arc<AllowTable>,
+    tokens: Arc<ApiTokens>,
 ) -> poem::Result<Response> {
     let started = Instant::now();
     let correlation_id =
@@ -52,19 +54,31 @@ pub async fn around<E: Endpoint>(
         correlation_id: correlation_id.clone(),
         actor,
     });
-    let response = match limit_body(&mut req).await {
-        Err(refused) => refused,
-        Ok(()) if let Some(name) = unreadable_header(&req) => Problem::new(
-            400,
-            "invalid-request",
-            "Invalid request",
-            format!("the {name} header must be visible ASCII"),
-        )
-        .into_json_response(),
-        Ok(()) => match ep.call(req).await {
-            Ok(r) => r.into_response(),
-            Err(e) => e.into_response(),
-        },
+    // Checked before the body is read: an anonymous caller gets nothing but the 401.
+    let refusal = auth::is_protected(&path)
+        .then(|| {
+            tokens
+                .check(req.headers().get_all(header::AUTHORIZATION).iter())
+                .err()
+        })
+        .flatten();
+    let response = if let Some(refusal) = refusal {
+        refusal.response()
+    } else {
+        match limit_body(&mut req).await {
+            Err(refused) => refused,
+            Ok(()) if let Some(name) = unreadable_header(&req) => Problem::new(
+                400,
+                "invalid-request",
+                "Invalid request",
+                format!("the {name} header must be visible ASCII"),
+            )
+            .into_json_response(),
+            Ok(()) => match ep.call(req).await {
+                Ok(r) => r.into_response(),
+                Err(e) => e.into_response(),
+            },
+        }
     };
     let route = response
         .data::<poem_openapi::OperationId>()

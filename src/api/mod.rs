@@ -1,7 +1,8 @@
 //! The HTTP API (`waitroom serve`): poem-openapi endpoints with typed requests and
 //! responses, problem+json errors, correlation ids, idempotency keys, health, metrics,
-//! the OpenAPI document at `/openapi.json` and Swagger UI at `/docs`.
+//! the OpenAPI document at `/openapi.json` and Swagger UI at `/docs`; API tokens on `/api`.
 
+pub mod auth;
 mod health;
 mod middleware;
 mod models;
@@ -19,6 +20,7 @@ use poem::{Endpoint, EndpointExt, IntoEndpoint, Route, Server};
 use poem_openapi::{OpenApiService, Tags};
 use tokio::sync::Mutex;
 
+pub use auth::ApiTokens;
 pub use middleware::{ACTOR_HEADER, CORRELATION_HEADER, RequestContext};
 
 use crate::board::Board;
@@ -50,6 +52,8 @@ pub struct AppState {
     pub live: Arc<LiveState>,
     pub amqp_url: String,
     pub names: BrokerNames,
+    /// Accepted bearer tokens for `/api` (none: open).
+    pub tokens: Arc<ApiTokens>,
     /// A lazily (re)connected channel for readiness checks.
     broker: Arc<Mutex<Option<(Connection, Channel)>>>,
 }
@@ -69,8 +73,15 @@ impl AppState {
             live,
             amqp_url,
             names,
+            tokens: Arc::default(),
             broker: Arc::default(),
         }
+    }
+
+    /// The same state requiring one of `tokens` on `/api` (none: open).
+    pub fn with_tokens(mut self, tokens: ApiTokens) -> Self {
+        self.tokens = Arc::new(tokens);
+        self
     }
 }
 
@@ -124,9 +135,10 @@ pub fn spec() -> String {
 }
 
 /// The whole HTTP app: API, `/openapi.json`, `/docs` and the live board (`/`, outside the
-/// spec), wrapped in the correlation/problem middleware.
+/// spec), wrapped in the correlation/token/problem middleware.
 pub fn app(state: AppState, board: Board) -> impl Endpoint {
     let metrics = state.metrics.clone();
+    let tokens = state.tokens.clone();
     let service = service();
     let raw = service.spec();
     let document = spec::finish(&raw);
@@ -145,6 +157,7 @@ pub fn app(state: AppState, board: Board) -> impl Endpoint {
             "/live/queues",
             "/live/queues/{queueId}",
             "/live/events",
+            "/live/staff",
         ],
     ));
     let spec_json = document.clone();
@@ -173,7 +186,9 @@ pub fn app(state: AppState, board: Board) -> impl Endpoint {
         );
     crate::board::mount(route, board)
         .data(state)
-        .around(move |ep, req| middleware::around(ep, req, metrics.clone(), allow.clone()))
+        .around(move |ep, req| {
+            middleware::around(ep, req, metrics.clone(), allow.clone(), tokens.clone())
+        })
 }
 
 /// Whether an `Accept` header asks for the classic text format (0.0.4) rather than

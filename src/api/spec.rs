@@ -1,9 +1,26 @@
 //! What poem-openapi cannot say by itself, added to its document in one place: OpenAPI links
 //! between operations (so generated clients and stateful fuzzers can chain them), the
-//! canonical spelling of response header names, and an example of the metrics text. Also the
-//! `Allow` header of 405 answers, read from the finished document's paths.
+//! canonical spelling of response header names, an example of the metrics text, and the
+//! bearer-token scheme on every `/api` operation with its 401 (declared from the same rule the
+//! middleware enforces, `auth::is_protected`). Also the `Allow` header of 405 answers, read
+//! from the finished document's paths.
 
 use serde_json::{Value, json};
+
+use super::auth;
+
+/// The security scheme's name in the document.
+pub const BEARER_SCHEME: &str = "bearerAuth";
+
+const BEARER_DESCRIPTION: &str = "An API token: `Authorization: Bearer <token>`. Required on \
+every `/api` operation when the server is configured with `API_TOKEN` or `API_TOKENS_FILE` \
+(tokens are 16–1024 characters; missing, malformed or wrong gives 401 `unauthorized` with a \
+`WWW-Authenticate` challenge). A server without tokens ignores the header and accepts every \
+request (it warns at start). `/health`, `/health/ready`, `/metrics`, `/openapi.json` and \
+`/docs` never need one.";
+
+const UNAUTHORIZED_DESCRIPTION: &str = "`unauthorized`: the server requires an API token and the \
+request has none, a malformed `Authorization` header, or a token it does not accept.";
 
 /// Response headers poem-openapi spells in capitals, and their canonical names.
 const HEADER_NAMES: &[(&str, &str)] = &[("ETAG", "ETag")];
@@ -177,6 +194,13 @@ pub fn finish(raw: &str) -> String {
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
         return raw.to_owned();
     };
+    for (path, item) in paths.iter_mut() {
+        if auth::is_protected(path)
+            && let Some(item) = item.as_object_mut()
+        {
+            item.values_mut().for_each(require_token);
+        }
+    }
     for operation in paths
         .values_mut()
         .filter_map(Value::as_object_mut)
@@ -226,7 +250,64 @@ pub fn finish(raw: &str) -> String {
             }
         }
     }
+    if let Some(components) = doc.get_mut("components").and_then(Value::as_object_mut) {
+        components.insert(
+            "securitySchemes".into(),
+            json!({ BEARER_SCHEME: {
+                "type": "http",
+                "scheme": "bearer",
+                "description": BEARER_DESCRIPTION,
+            }}),
+        );
+    }
     serde_json::to_string_pretty(&doc).expect("a JSON value serialises")
+}
+
+/// Declares the bearer scheme on an operation and its 401 answer (problem+json, with the
+/// challenge and the correlation id every answer carries).
+fn require_token(operation: &mut Value) {
+    let Some(operation) = operation.as_object_mut() else {
+        return;
+    };
+    operation.insert("security".into(), json!([{ BEARER_SCHEME: [] }]));
+    let Some(responses) = operation
+        .get_mut("responses")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    // The correlation id's header, as poem-openapi declares it on every other answer.
+    let mut headers: serde_json::Map<String, Value> = responses
+        .values()
+        .filter_map(|r| r.get("headers").and_then(Value::as_object))
+        .flat_map(|h| h.iter())
+        .find(|(name, _)| name.eq_ignore_ascii_case(super::CORRELATION_HEADER))
+        .map(|(name, header)| (name.clone(), header.clone()))
+        .into_iter()
+        .collect();
+    headers.insert(
+        "WWW-Authenticate".into(),
+        json!({
+            "description": format!(
+                "The challenge: `{}`, with `error=\"invalid_request\"` or \
+                 `error=\"invalid_token\"` when a header was sent (RFC 6750).",
+                auth::CHALLENGE
+            ),
+            "required": true,
+            "deprecated": false,
+            "schema": { "type": "string" },
+        }),
+    );
+    responses.insert(
+        "401".into(),
+        json!({
+            "description": UNAUTHORIZED_DESCRIPTION,
+            "headers": headers,
+            "content": { "application/problem+json": {
+                "schema": { "$ref": "#/components/schemas/Problem" },
+            }},
+        }),
+    );
 }
 
 /// Which methods each route answers, for the `Allow` header of a 405.

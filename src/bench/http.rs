@@ -39,13 +39,21 @@ impl Answer {
     }
 }
 
-/// One client whose pool keeps a connection per worker (or per in-flight request).
-pub fn client(args: &BenchArgs) -> Result<reqwest::Client, BenchError> {
+/// One client whose pool keeps a connection per worker (or per in-flight request), sending
+/// `API_TOKEN` as its bearer token when set (the target then requires one).
+pub fn client(args: &BenchArgs, api_token: Option<&str>) -> Result<reqwest::Client, BenchError> {
     let pool = match args.rate {
         Some(_) => args.max_in_flight.unwrap_or(args.connections * 4),
         None => args.connections,
     };
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = api_token.filter(|t| !t.is_empty()) {
+        let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|e| BenchError::Http(format!("API_TOKEN: {e}")))?;
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     reqwest::Client::builder()
+        .default_headers(headers)
         .pool_max_idle_per_host(pool as usize)
         .timeout(REQUEST_TIMEOUT)
         .build()

@@ -178,7 +178,7 @@ async fn bench(
     run_id: &str,
     target: &Target,
 ) -> Result<Report, BenchError> {
-    let http = http::client(args)?;
+    let http = http::client(args, settings.api_token.as_ref().map(|t| t.expose()))?;
     http::check_reachable(&http, &target.url).await?;
     let db = measure::Measurer::connect(&target.database).await?;
     if db.source() == measure::LagSource::LagTableClock {

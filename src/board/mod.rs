@@ -3,13 +3,15 @@
 //! binary. Pages read the read model through `/live/queues…` (names masked here, on the
 //! server, when `BOARD_NAMES=initials`) and learn of changes from `/live/events`, a
 //! Server-Sent Events stream fed by the projector's commits through [`Feed`]: one LISTEN
-//! connection per process, whatever the number of open pages.
+//! connection per process, whatever the number of open pages. The staff line's aggregate
+//! figures come from `/live/staff`, which needs no API token.
 //!
 //! These routes are HTML and the pages' own plumbing, not the public API: they are not in
 //! the OpenAPI document.
 
 pub mod feed;
 mod pages;
+mod staff;
 
 use std::sync::Arc;
 
@@ -47,6 +49,7 @@ pub fn mount(route: Route, board: Board) -> Route {
             "/live/queues/:queue_id",
             get(pages::snapshot).data(board.clone()),
         )
+        .at("/live/staff", get(staff::staff).data(board.clone()))
         .at("/live/events", get(pages::events).data(board))
 }
 

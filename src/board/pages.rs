@@ -48,7 +48,7 @@ fn html(body: &'static str) -> Response {
 }
 
 /// An RFC 9457 response; the API middleware adds the correlation id.
-fn problem(p: Problem) -> Response {
+pub(super) fn problem(p: Problem) -> Response {
     let mut body = serde_json::json!({
         "type": p.problem_type,
         "title": p.title,
@@ -224,7 +224,7 @@ pub async fn snapshot(board: Data<&Board>, Path(raw): Path<String>) -> Response 
     json(&view)
 }
 
-fn json(value: &impl Serialize) -> Response {
+pub(super) fn json(value: &impl Serialize) -> Response {
     match serde_json::to_string(value) {
         Ok(body) => Response::builder()
             .content_type("application/json")

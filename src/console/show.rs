@@ -336,6 +336,23 @@ pub fn config_entries(settings: &Settings) -> Vec<(&'static str, Option<String>,
             super::password(settings).map(|_| MASK.to_owned()),
             "CONSOLE_PASSWORD",
         ),
+        (
+            "api_token",
+            settings
+                .api_token
+                .as_ref()
+                .filter(|t| !t.expose().is_empty())
+                .map(|_| MASK.to_owned()),
+            "API_TOKEN",
+        ),
+        (
+            "api_tokens_file",
+            settings
+                .api_tokens_file
+                .clone()
+                .filter(|path| !path.is_empty()),
+            "API_TOKENS_FILE",
+        ),
         ("rust_log", Some(settings.rust_log.clone()), "RUST_LOG"),
         (
             "log_format",
@@ -515,6 +532,7 @@ mod tests {
     fn the_console_password_is_never_shown() {
         let mut settings = Settings::defaults();
         settings.console_password = Some(crate::config::Secret::new("hunter2-console"));
+        settings.api_token = Some(crate::config::Secret::new("hunter2-api-token-0000"));
         settings.database_url = "postgres://a:hunter2-db@h/db".to_owned();
         let shown = format!("{:?}", config_entries(&settings));
         assert!(!shown.contains("hunter2"), "{shown}");

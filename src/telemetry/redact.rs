@@ -69,6 +69,23 @@ pub fn register_settings(settings: &Settings) {
     if let Some(password) = &settings.console_password {
         register(password.expose());
     }
+    if let Some(token) = &settings.api_token {
+        register(token.expose());
+    }
+    // The tokens file is read again (and validated) when the API starts; an unreadable
+    // file is reported there.
+    if let Some(path) = settings
+        .api_tokens_file
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        && let Ok(text) = std::fs::read_to_string(path)
+    {
+        for token in text.lines().map(str::trim) {
+            if !token.is_empty() && !token.starts_with('#') {
+                register(token);
+            }
+        }
+    }
 }
 
 /// `text` with every registered secret replaced by [`MASK`].

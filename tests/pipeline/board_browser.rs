@@ -205,7 +205,13 @@ async fn the_board_in_a_browser_follows_the_queue_live_and_survives_a_restart() 
     let Some(browser) = Browser::start().await else {
         return;
     };
-    let mut app = TestApp::spawn().await;
+    // With API tokens on, as in production: the page holds no token, and everything it
+    // reads (the staff line included) must still work. The test's own client sends it.
+    let mut settings = crate::helpers::isolated_settings();
+    settings.api_token = Some(waitroom::config::Secret::new(
+        "board-browser-token-0123456789",
+    ));
+    let mut app = TestApp::spawn_with(settings, waitroom::app::Roles::ALL).await;
     let r = app
         .post(
             "/api/queues",
@@ -321,7 +327,7 @@ async fn the_board_in_a_browser_follows_the_queue_live_and_survives_a_restart() 
         json!(true),
         "the page was not reloaded"
     );
-    // The staff panel filled in from the API.
+    // The staff panel filled in from /live/staff (the page has no API token).
     browser
         .until(
             "staff panel",

@@ -28,6 +28,8 @@ pub(crate) fn waitroom(args: &[&str]) -> Command {
         "DATABASE_POOL_SIZE",
         "BOARD_NAMES",
         "IDEMPOTENCY_TTL",
+        "API_TOKEN",
+        "API_TOKENS_FILE",
         "RUST_BACKTRACE",
     ] {
         cmd.env_remove(var);

@@ -99,7 +99,7 @@ impl TestApp {
             .expect("test database is reachable");
         let mut app = Self {
             address: String::new(),
-            http: reqwest::Client::new(),
+            http: client_for(&settings),
             settings,
             names,
             pool,
@@ -260,6 +260,26 @@ impl TestApp {
     pub fn keep(&mut self) {
         self.cleanup = false;
     }
+}
+
+/// An HTTP client that sends the settings' `API_TOKEN` as a bearer token, if there is one.
+pub fn client_for(settings: &Settings) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = settings
+        .api_token
+        .as_ref()
+        .filter(|t| !t.expose().is_empty())
+    {
+        let value = format!("Bearer {}", token.expose());
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            value.parse().expect("a token is a valid header value"),
+        );
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("http client")
 }
 
 /// Polls `condition` every 10 ms until it holds; panics with `what` after `timeout`.

@@ -2,6 +2,7 @@
 //! and exchange/queue names (see `helpers`), so they run in parallel.
 
 mod api_audit;
+mod api_auth;
 mod api_concurrency;
 mod api_errors;
 mod api_etag;

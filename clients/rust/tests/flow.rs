@@ -2,7 +2,8 @@
 //! binary on a database and broker names of its own, named like the main test suite's so
 //! `scripts/test.sh` removes leftovers): create a queue, check two patients in, call the next
 //! one (the Urgent one), complete, read the queue, read the lag statistics, and a 404 decoded
-//! as the `Problem` type.
+//! as the `Problem` type. The server requires an API token; the client sends it, and a client
+//! without it gets the documented 401.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,6 +11,9 @@ use std::time::{Duration, Instant};
 use futures::TryStreamExt;
 use waitroom_client::Client;
 use waitroom_client::types;
+
+/// The server's API token (`API_TOKEN`).
+const TOKEN: &str = "client-flow-token-0123456789";
 
 /// A `waitroom run` child process; killed, and its database dropped, on drop.
 struct Server {
@@ -49,6 +53,8 @@ impl Server {
             .env("BROKER_SUFFIX", format!("test_{id}"))
             .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env("CONSOLE_ADDR", "off")
+            .env("API_TOKEN", TOKEN)
+            .env_remove("API_TOKENS_FILE")
             .env("RUST_LOG", "warn")
             .env("LOG_FORMAT", "json")
             .stdout(Stdio::null())
@@ -92,7 +98,42 @@ impl Drop for Server {
 #[tokio::test]
 async fn the_generated_client_runs_the_clinic_flow() {
     let server = Server::start().await;
-    let client = Client::new(&server.url);
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {TOKEN}").parse().expect("header value"),
+    );
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("http client");
+    let client = Client::new_with_client(&server.url, http);
+
+    // Without the token: the documented 401, a Problem like every other error.
+    let refused = Client::new(&server.url)
+        .list_queues()
+        .send()
+        .await
+        .expect_err("no token, no answer");
+    let waitroom_client::Error::ErrorResponse(response) = refused else {
+        panic!("expected a problem response, got {refused:?}");
+    };
+    assert_eq!(response.status(), 401);
+    assert!(
+        response
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("Bearer")),
+        "a challenge"
+    );
+    let problem = decode_problem(response).await;
+    assert!(
+        problem.type_.ends_with("/unauthorized"),
+        "{}",
+        problem.type_
+    );
+    println!("401 without a token: {}", problem.detail);
 
     let created = client
         .create_queue()
@@ -236,16 +277,7 @@ async fn the_generated_client_runs_the_clinic_flow() {
         .unwrap_or_default()
         .to_owned();
     assert_eq!(content_type, "application/problem+json");
-    let bytes: Vec<u8> = response
-        .into_inner()
-        .into_inner()
-        .try_fold(Vec::new(), |mut all, chunk| async move {
-            all.extend_from_slice(&chunk);
-            Ok(all)
-        })
-        .await
-        .expect("problem body");
-    let problem: types::Problem = serde_json::from_slice(&bytes).expect("body is a Problem");
+    let problem = decode_problem(response).await;
     println!(
         "404: {} {} ({})",
         problem.status, problem.type_, problem.detail
@@ -256,4 +288,20 @@ async fn the_generated_client_runs_the_clinic_flow() {
         "{}",
         problem.type_
     );
+}
+
+/// A problem+json error body, which progenitor hands over as bytes, decoded.
+async fn decode_problem(
+    response: waitroom_client::ResponseValue<waitroom_client::ByteStream>,
+) -> types::Problem {
+    let bytes: Vec<u8> = response
+        .into_inner()
+        .into_inner()
+        .try_fold(Vec::new(), |mut all, chunk| async move {
+            all.extend_from_slice(&chunk);
+            Ok(all)
+        })
+        .await
+        .expect("problem body");
+    serde_json::from_slice(&bytes).expect("body is a Problem")
 }

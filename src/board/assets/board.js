@@ -113,31 +113,25 @@
     return v === null || v === undefined ? "–" : (v < 10 ? v.toFixed(1) : Math.round(v)) + "";
   }
 
-  async function json(url) {
-    const r = await fetch(url, { cache: "no-store" });
-    return r.json(); // projection health answers 503 with a JSON body when a stream is parked
-  }
-
   let staffTimer = null;
   async function staff() {
     staffTimer = null;
     try {
-      const [lag, outbox, health] = await Promise.all([
-        json("/api/metrics/lag?windowSeconds=60"),
-        json("/api/outbox/pending"),
-        json("/api/projections/health"),
-      ]);
-      const o = lag.overall;
+      // /live/staff, not /api: a wall screen holds no API token.
+      const r = await fetch("/live/staff", { cache: "no-store" });
+      if (!r.ok) return;
+      const s = await r.json();
+      const o = s.lag;
       $("lag").textContent = o.count > 0
         ? ms(o.p50Ms) + " / " + ms(o.p95Ms) + " / " + ms(o.p99Ms) + " ms"
         : "no events";
-      $("outbox").textContent = outbox.count + (outbox.failed > 0 ? " (" + outbox.failed + " failed)" : "");
-      const behind = health.projections.reduce((n, p) => n + p.eventsBehind, 0);
-      const parked = health.projections.reduce((n, p) => n + p.parkedStreams, 0);
+      $("outbox").textContent = s.outbox.count + (s.outbox.failed > 0 ? " (" + s.outbox.failed + " failed)" : "");
+      const behind = s.projection.eventsBehind;
+      const parked = s.projection.parkedStreams;
       const p = $("projection");
-      p.textContent = health.status + (behind > 0 ? ", " + behind + " behind" : "") +
+      p.textContent = s.projection.status + (behind > 0 ? ", " + behind + " behind" : "") +
         (parked > 0 ? ", " + parked + " parked" : "");
-      p.classList.toggle("bad", health.status !== "healthy");
+      p.classList.toggle("bad", s.projection.status !== "healthy");
     } catch (e) {
       // The API is unreachable: the connection mark already says so.
     }

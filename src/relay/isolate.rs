@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use super::cursor::{Claimed, Outgoing};
 use super::publish::{self, Publisher};
-use super::{BATCH_SIZE, Leader, Relay, RelayError};
+use super::{Leader, Relay, RelayError};
 
 impl Relay {
     /// The publisher, (re)connected if its channel or connection is gone.
@@ -44,15 +44,11 @@ impl Relay {
         slot: &mut Option<Publisher>,
     ) -> Result<(), RelayError> {
         loop {
-            let listener = &leader.listener;
             let Claimed {
                 events,
                 claimed_at,
                 next,
-            } = listener
-                .queries()
-                .claim(listener.client(), &leader.cursor, BATCH_SIZE)
-                .await?;
+            } = leader.claim().await?;
             if events.is_empty() {
                 leader.suspect = false;
                 return Ok(());

@@ -101,6 +101,14 @@ pub struct Leader {
 }
 
 impl Leader {
+    /// Claims the next batch (at most [`BATCH_SIZE`] events) past the cursor.
+    async fn claim(&self) -> Result<Claimed, tokio_postgres::Error> {
+        self.listener
+            .queries()
+            .claim(self.listener.client(), &self.cursor, BATCH_SIZE)
+            .await
+    }
+
     /// Waits for the leader lock (blocking while another relay leads), then reads the cursor.
     pub async fn acquire(db: &DbConfig) -> Result<Self, tokio_postgres::Error> {
         let listener = Listener::acquire(db).await?;
@@ -170,15 +178,11 @@ impl Relay {
         leader: &mut Leader,
         publisher: &Publisher,
     ) -> Result<BatchOutcome, RelayError> {
-        let listener = &leader.listener;
         let Claimed {
             events,
             claimed_at,
             next,
-        } = listener
-            .queries()
-            .claim(listener.client(), &leader.cursor, BATCH_SIZE)
-            .await?;
+        } = leader.claim().await?;
         if events.is_empty() {
             return Ok(BatchOutcome::default());
         }

@@ -116,7 +116,7 @@ pub fn url_passwords(url: &str) -> Vec<String> {
             && user != password
         {
             found.push(password.to_owned());
-            found.push(percent_decode(password));
+            found.push(crate::store::tls::percent_decode(password));
         }
     }
     for key in ["password", "sslpassword"] {
@@ -134,32 +134,13 @@ pub fn url_passwords(url: &str) -> Vec<String> {
                     .unwrap_or(rest),
             };
             found.push(value.to_owned());
-            found.push(percent_decode(value));
+            found.push(crate::store::tls::percent_decode(value));
             from = start;
         }
     }
     found.retain(|s| !s.is_empty());
     found.dedup();
     found
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(hex) = text.get(i + 1..i + 3)
-            && let Ok(byte) = u8::from_str_radix(hex, 16)
-        {
-            out.push(byte);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn percent_encode(text: &str) -> String {

@@ -280,10 +280,7 @@ fn the_document_declares_the_bearer_scheme_and_a_401_on_every_api_operation() {
 async fn without_tokens_the_binary_warns_that_the_api_is_open_and_with_one_it_does_not() {
     for token in [None, Some(TOKEN)] {
         let scratch = Scratch::new();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = crate::helpers::free_port();
         let log = std::env::temp_dir().join(format!("{}.log", scratch.suffix));
         let mut cmd =
             scratch.waitroom_with_broker(&["serve"], &amqp_url(), &format!("127.0.0.1:{port}"));

@@ -47,10 +47,7 @@ impl Browser {
     async fn start() -> Option<Self> {
         let required = std::env::var("WAITROOM_BROWSER_TESTS").is_ok_and(|v| v == "require");
         let driver_bin = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = crate::helpers::free_port();
         let driver = tokio::process::Command::new(&driver_bin)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())

@@ -191,10 +191,7 @@ async fn migrate_creates_the_schema_in_a_fresh_database_and_can_run_again() {
 #[tokio::test]
 async fn run_serves_the_whole_pipeline_and_exits_zero_on_sigterm() {
     let scratch = Scratch::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = crate::helpers::free_port();
     let log = std::env::temp_dir().join(format!("{}.log", scratch.suffix));
     let mut cmd = scratch.waitroom_with_broker(&["run"], &amqp_url(), &format!("127.0.0.1:{port}"));
     cmd.env("CONSOLE_ADDR", "127.0.0.1:0")

@@ -323,6 +323,16 @@ impl Drop for TestApp {
 pub fn remove_isolated(database_url: &str, amqp_url: &str, names: &BrokerNames) {
     let (database_url, amqp_url, names) =
         (database_url.to_owned(), amqp_url.to_owned(), names.clone());
+    block_on_own_thread(move || cleanup(database_url, amqp_url, names));
+}
+
+/// Runs `work` to its end on a thread with a runtime of its own and waits for it, so cleanup
+/// can run from `Drop` inside a test's runtime. Best effort: no runtime, no cleanup.
+pub fn block_on_own_thread<F, Fut>(work: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
     let _ = std::thread::spawn(move || {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -330,9 +340,17 @@ pub fn remove_isolated(database_url: &str, amqp_url: &str, names: &BrokerNames) 
         else {
             return;
         };
-        rt.block_on(cleanup(database_url, amqp_url, names));
+        rt.block_on(work());
     })
     .join();
+}
+
+/// A free TCP port on the loopback interface (for a process the test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 async fn cleanup(database_url: String, amqp_url: String, names: BrokerNames) {

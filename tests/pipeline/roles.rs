@@ -9,7 +9,7 @@ use tokio_postgres::error::SqlState;
 use waitroom::app::Roles;
 
 use crate::cli::{EXIT_WITHIN, Scratch, assert_one_line_error, output_within, text, waitroom};
-use crate::helpers::{TestApp, isolated_settings, pg_base};
+use crate::helpers::{TestApp, block_on_own_thread, isolated_settings, pg_base};
 
 /// `url` with `user` instead of its user (no password: the test cluster trusts local users).
 fn as_user(url: &str, user: &str) -> String {
@@ -58,24 +58,7 @@ impl Logins {
 
 impl Drop for Logins {
     fn drop(&mut self) {
-        let roles = [self.owner.clone(), self.app.clone()];
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                let admin = connect(&format!("{}/postgres", pg_base())).await;
-                for role in roles {
-                    let _ = admin
-                        .batch_execute(&format!("DROP ROLE IF EXISTS {role}"))
-                        .await;
-                }
-            });
-        })
-        .join();
+        drop(DropRoles(vec![self.owner.clone(), self.app.clone()]));
     }
 }
 
@@ -287,23 +270,14 @@ struct DropRoles(Vec<String>);
 impl Drop for DropRoles {
     fn drop(&mut self) {
         let roles = std::mem::take(&mut self.0);
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                let admin = connect(&format!("{}/postgres", pg_base())).await;
-                for role in roles {
-                    let _ = admin
-                        .batch_execute(&format!("DROP ROLE IF EXISTS {role}"))
-                        .await;
-                }
-            });
-        })
-        .join();
+        block_on_own_thread(move || async move {
+            let admin = connect(&format!("{}/postgres", pg_base())).await;
+            for role in roles {
+                let _ = admin
+                    .batch_execute(&format!("DROP ROLE IF EXISTS {role}"))
+                    .await;
+            }
+        });
     }
 }
 

@@ -59,13 +59,6 @@ fn excerpt(haystack: &str, needle: &str) -> String {
     haystack[start..end].to_owned()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// A RabbitMQ user of this test (`rabbitmqctl`), deleted at drop.
 struct BrokerUser {
     name: String,
@@ -166,7 +159,7 @@ async fn no_secret_leaks_from_a_running_process(log_format: &str) {
         ("second API token of the file", file_tokens[1].as_str()),
     ];
 
-    let (http_port, console_port) = (free_port(), free_port());
+    let (http_port, console_port) = (crate::helpers::free_port(), crate::helpers::free_port());
     let database_url = format!(
         "{}?sslmode=require",
         with_password(&scratch.database_url(), &pg_password)

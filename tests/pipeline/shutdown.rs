@@ -24,13 +24,6 @@ const LOAD_BEFORE_SIGTERM: Duration = Duration::from_secs(3);
 /// start-up slack for the process itself.
 const EXIT_BOUND: Duration = Duration::from_secs(waitroom::app::SHUTDOWN_GRACE.as_secs() + 5);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// Starts `waitroom run` on the scratch database and broker names, logging to a file.
 fn start(scratch: &Scratch, port: u16, tag: &str) -> Running {
     let log = std::env::temp_dir().join(format!("{}-{tag}.log", scratch.suffix));
@@ -75,7 +68,7 @@ async fn wait_healthy(running: &mut Running, http: &reqwest::Client, base: &str)
 #[tokio::test]
 async fn sigterm_under_load_exits_zero_and_loses_nothing() {
     let scratch = Scratch::new();
-    let port = free_port();
+    let port = crate::helpers::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
